@@ -1,0 +1,195 @@
+"""What a handler sees: its transaction, its dependencies, and the outcomes it may signal.
+
+A handler module has three public names: `EVENT_TYPE`, a frozen pydantic `Payload`, and
+`async def handle(payload, deps)`. A module that calls a network service also sets
+`EXTERNAL = True`, which puts its events on the lease path (listener.py). Returning means
+done; `PermanentFailure` means dead letter without retries; `RetryLater(seconds)` means run
+again later without spending an attempt (a provider's Retry-After); any other exception means
+retry with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, LiteralString
+
+import asyncpg
+import httpx
+from pydantic import BaseModel
+
+# Sets the transaction-local lineage that marketing.pipeline_events' column defaults read, so
+# every event the handler's writes emit records its parent, run and correlation id.
+SET_EVENT_CONTEXT: LiteralString = """
+    SELECT set_config('cascade.event_id', $1, true),
+           set_config('cascade.run_id', $2, true),
+           set_config('cascade.correlation_id', $3, true)
+"""
+
+
+class PermanentFailure(Exception):
+    """The event can never succeed: dead letter now, no retries."""
+
+
+class RetryLater(Exception):
+    """Run the event again after `seconds` without spending an attempt (e.g. Retry-After)."""
+
+    def __init__(self, seconds: float, reason: str = "retry requested") -> None:
+        super().__init__(f"{reason}; retry in {seconds:g}s")
+        self.seconds = max(0.0, seconds)
+
+
+class LeaseLost(Exception):
+    """Another listener rescued the event; this one's results must not be written."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """The event being handled, as the handler may need it."""
+
+    id: int
+    event_type: str
+    attempt: int
+    run_id: int
+    record_id: int | None
+    correlation_id: str | None
+
+
+class Tx:
+    """The handler's transaction: asyncpg's query methods, with the lineage context set lazily.
+
+    The context costs a round trip, so it is sent only before the handler's first statement;
+    a handler that writes nothing pays nothing.
+    """
+
+    __slots__ = ("_conn", "_event", "_context_set")
+
+    def __init__(self, conn: asyncpg.Connection, event: EventInfo) -> None:
+        self._conn = conn
+        self._event = event
+        self._context_set = False
+
+    async def _context(self) -> None:
+        if not self._context_set:
+            event = self._event
+            await self._conn.execute(
+                SET_EVENT_CONTEXT, str(event.id), str(event.run_id), event.correlation_id or ""
+            )
+            self._context_set = True
+
+    async def execute(self, query: LiteralString, *args: Any) -> str:
+        await self._context()
+        return await self._conn.execute(query, *args)
+
+    async def executemany(self, query: LiteralString, args: Iterable[tuple[Any, ...]]) -> None:
+        await self._context()
+        await self._conn.executemany(query, args)
+
+    async def fetch(self, query: LiteralString, *args: Any) -> list[asyncpg.Record]:
+        await self._context()
+        return await self._conn.fetch(query, *args)
+
+    async def fetchrow(self, query: LiteralString, *args: Any) -> asyncpg.Record | None:
+        await self._context()
+        return await self._conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: LiteralString, *args: Any) -> Any:
+        await self._context()
+        return await self._conn.fetchval(query, *args)
+
+
+CompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[Tx]]
+ReaderFactory = Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+
+
+@dataclass(slots=True)
+class Deps:
+    """A handler's dependencies for one event."""
+
+    event: EventInfo
+    log: logging.LoggerAdapter[logging.Logger]
+    http: httpx.AsyncClient
+    _completion: CompletionFactory
+    _reader: ReaderFactory
+    _active: Tx | None = field(default=None)
+    completed: bool = field(default=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key to send with any external side effect: stable across retries of this event."""
+        return f"cascade-event-{self.event.id}"
+
+    @contextlib.asynccontextmanager
+    async def completing_transaction(self) -> AsyncIterator[Tx]:
+        """The transaction in which the handler's results and the event's completion commit
+        together. Re-entrant: inside it, asking again yields the same transaction."""
+        if self._active is not None:
+            yield self._active
+            return
+        async with self._completion() as tx:
+            self._active = tx
+            try:
+                yield tx
+            finally:
+                self._active = None
+        self.completed = True
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection for reads before an external call; no transaction is held."""
+        return self._reader()
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    event_type: str
+    payload_model: type[BaseModel]
+    handle: Callable[[Any, Deps], Awaitable[None]]
+    external: bool
+    module: str
+
+
+def _handler_from_module(module: ModuleType) -> Handler:
+    name = module.__name__
+    event_type = getattr(module, "EVENT_TYPE", None)
+    payload_model = getattr(module, "Payload", None)
+    handle = getattr(module, "handle", None)
+    if not isinstance(event_type, str) or not event_type:
+        raise TypeError(f"handler module {name} has no EVENT_TYPE string")
+    if not (isinstance(payload_model, type) and issubclass(payload_model, BaseModel)):
+        raise TypeError(f"handler module {name} has no pydantic Payload model")
+    if not inspect.iscoroutinefunction(handle):
+        raise TypeError(f"handler module {name} has no `async def handle(payload, deps)`")
+    external = getattr(module, "EXTERNAL", False)
+    return Handler(event_type, payload_model, handle, bool(external), name)
+
+
+class Registry:
+    """Event type → handler, built from an explicit tuple of modules; duplicates are refused."""
+
+    def __init__(self, modules: Iterable[ModuleType]) -> None:
+        self._handlers: dict[str, Handler] = {}
+        for module in modules:
+            handler = _handler_from_module(module)
+            existing = self._handlers.get(handler.event_type)
+            if existing is not None:
+                raise ValueError(
+                    f"two handlers for {handler.event_type!r}: {existing.module} and {handler.module}"
+                )
+            self._handlers[handler.event_type] = handler
+
+    def get(self, event_type: str) -> Handler | None:
+        return self._handlers.get(event_type)
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    @property
+    def external_types(self) -> frozenset[str]:
+        return frozenset(h.event_type for h in self._handlers.values() if h.external)
