@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -45,6 +46,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from cascade.handling import (
+    Connection,
     Deps,
     EventInfo,
     Handler,
@@ -72,15 +74,6 @@ CLAIM_LOCKED: LiteralString = """
        AND event_type <> ALL ($1::text[])
      ORDER BY id
      LIMIT $2
-       FOR UPDATE SKIP LOCKED
-"""
-
-# One event, when a failed batch is re-run event by event; NULL if another listener took it.
-CLAIM_ONE_LOCKED: LiteralString = """
-    SELECT id, event_type, payload::text AS payload, record_id, unique_id, run_id,
-           correlation_id, attempts
-      FROM marketing.pipeline_events
-     WHERE id = $1 AND status IN ('pending', 'failed') AND run_after <= now()
        FOR UPDATE SKIP LOCKED
 """
 
@@ -226,7 +219,9 @@ class ListenerSettings:
     refresh_interval: float = 10.0  # seconds between reloads of event types and process keys
 
     @classmethod
-    def from_env(cls, database_url: str, environ: Mapping[str, str] = os.environ) -> ListenerSettings:
+    def from_env(
+        cls, database_url: str, environ: Mapping[str, str] = os.environ
+    ) -> ListenerSettings:
         """Each field may be set as CASCADE_<FIELD> (e.g. CASCADE_BATCH_SIZE=200)."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -249,7 +244,7 @@ class EventTypeSettings:
     def backoff(self, attempt: int) -> float:
         """Exponential in the attempt, capped, with jitter so that a burst of failures does
         not come back as a burst of retries."""
-        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
+        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** (attempt - 1))
         return ceiling * random.uniform(0.5, 1.0)
 
 
@@ -327,10 +322,17 @@ class Rejection:
     """An event that can never run as it is: unmapped, unknown or malformed."""
 
     message: str
+    unmapped: bool = False
 
 
 class HandlerRaised(Exception):
-    """A handler raised inside a locked batch: the batch must be re-run event by event."""
+    """Event `index` of a locked batch failed or was refused: the batch must roll back."""
+
+    def __init__(self, index: int, error: Exception | Rejection, duration_ms: float) -> None:
+        super().__init__(f"event {index} of the batch failed")
+        self.index = index
+        self.error = error
+        self.duration_ms = duration_ms
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ class Listener:
             settings.database_url,
             min_size=1,
             max_size=settings.workers + min(settings.max_leased, 16) + 3,
+            server_settings={"application_name": "cascade-listener"},
         )
         self._gate = SleepGate(self._pool, self.listener_id)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
@@ -528,7 +531,9 @@ class Listener:
             try:
                 claimed = await claim_and_run()
             except CONNECTION_ERRORS as exc:
-                log.warning("database unreachable; retrying", extra={"loop": name, "error": repr(exc)})
+                log.warning(
+                    "database unreachable; retrying", extra={"loop": name, "error": repr(exc)}
+                )
                 await wait_for_ring(asyncio.Event(), stopping, 1.0)
                 continue
             except Exception:
@@ -563,74 +568,65 @@ class Listener:
 
     async def _claim_and_run_locked(self) -> int:
         assert self._pool is not None
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    rows = await conn.fetch(
-                        CLAIM_LOCKED, self._leased_types, self.settings.batch_size
-                    )
-                    if rows:
-                        await self._run_batch(conn, [Event.from_row(r, leased_by=None) for r in rows])
-                    return len(rows)
-            except HandlerRaised:
-                # The whole batch rolled back; run each event alone so the others commit.
-                for row in rows:
-                    await self._run_alone(conn, row["id"])
-                return len(rows)
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_LOCKED, self._leased_types, self.settings.batch_size)
+            events = [Event.from_row(r, leased_by=None) for r in rows]
+            while events:
+                try:
+                    # One savepoint per batch, not per event: a failing handler rolls back the
+                    # batch's writes but keeps the claim's row locks, so no other listener can
+                    # take these events while their outcome is settled here.
+                    async with conn.transaction():
+                        await self._run_batch(conn, events)
+                    break
+                except HandlerRaised as raised:
+                    # The failing event's outcome comes from the error in hand (its handler
+                    # does not run twice); the events before it ran fine and run again; the
+                    # events after it are released at commit for the next claim.
+                    await self._settle_failure(conn, events[raised.index], raised)
+                    events = events[: raised.index]
+            return len(rows)
 
-    async def _run_batch(self, conn: asyncpg.Connection, events: list[Event]) -> None:
+    async def _run_batch(self, conn: Connection, events: list[Event]) -> None:
         """Every handler in the claiming transaction, then one completing UPDATE."""
         ids: list[int] = []
         started: list[float] = []
         durations: list[float] = []
         debug = log.isEnabledFor(logging.DEBUG)
-        for event in events:
+        for index, event in enumerate(events):
             admitted = self._admit(event)
             if isinstance(admitted, Rejection):
-                raise HandlerRaised  # rare: handled, and recorded, in the one-by-one pass
+                raise HandlerRaised(index, admitted, 0.0)
             handler, payload = admitted
             begin = time.perf_counter()
             if debug:
                 log.debug("stage started", extra=event.fields())
             try:
                 await handler.handle(payload, self._locked_deps(conn, event))
+            except CONNECTION_ERRORS:
+                raise  # the database went away: not the event's fault, nothing to record
             except Exception as exc:
-                raise HandlerRaised from exc
+                raise HandlerRaised(index, exc, (time.perf_counter() - begin) * 1000) from exc
             end = time.perf_counter()
             ids.append(event.id)
             started.append(begin)
             durations.append((end - begin) * 1000)
             if debug:
                 log.debug("stage finished", extra=event.fields(duration_ms=durations[-1]))
-        now = time.perf_counter()
-        await conn.execute(COMPLETE_LOCKED, ids, [now - s for s in started], durations)
-        self.counters.processed += len(ids)
+        if ids:
+            now = time.perf_counter()
+            await conn.execute(COMPLETE_LOCKED, ids, [now - s for s in started], durations)
+            self.counters.processed += len(ids)
 
-    async def _run_alone(self, conn: asyncpg.Connection, event_id: int) -> None:
-        async with conn.transaction():
-            row = await conn.fetchrow(CLAIM_ONE_LOCKED, event_id)
-            if row is None:
-                return  # another listener has it
-            event = Event.from_row(row, leased_by=None)
-            admitted = self._admit(event)
+    async def _settle_failure(self, conn: Connection, event: Event, raised: HandlerRaised) -> None:
+        if isinstance(raised.error, Rejection):
+            admitted = await self._admit_fresh(event)
             if isinstance(admitted, Rejection):
                 await self._reject(conn, event, admitted)
-                return
-            handler, payload = admitted
-            begin = time.perf_counter()
-            try:
-                async with conn.transaction():  # a savepoint: the handler's writes roll back alone
-                    await handler.handle(payload, self._locked_deps(conn, event))
-            except CONNECTION_ERRORS:
-                raise
-            except Exception as exc:
-                await self._record_outcome(conn, event, exc, (time.perf_counter() - begin) * 1000)
-                return
-            duration = (time.perf_counter() - begin) * 1000
-            await conn.execute(COMPLETE_LOCKED, [event.id], [duration / 1000], [duration])
-            self.counters.processed += 1
+        else:
+            await self._record_outcome(conn, event, raised.error, raised.duration_ms)
 
-    def _locked_deps(self, conn: asyncpg.Connection, event: Event) -> Deps:
+    def _locked_deps(self, conn: Connection, event: Event) -> Deps:
         info = event.info()
         tx = Tx(conn, info)
 
@@ -659,13 +655,16 @@ class Listener:
             event = Event.from_row(row, leased_by=self.listener_id)
             task = asyncio.create_task(self._run_leased(event))
             self._leased[event.id] = (event, task)
-            task.add_done_callback(lambda _, event_id=event.id: self._leased.pop(event_id, None))
+            task.add_done_callback(functools.partial(self._forget_leased, event.id))
         return len(rows)
+
+    def _forget_leased(self, event_id: int, _: asyncio.Task[None]) -> None:
+        self._leased.pop(event_id, None)
 
     async def _run_leased(self, event: Event) -> None:
         assert self._pool is not None
         pool = self._pool
-        admitted = self._admit(event)
+        admitted = await self._admit_fresh(event)
         if isinstance(admitted, Rejection):
             async with pool.acquire() as conn:
                 await self._reject(conn, event, admitted)
@@ -708,7 +707,9 @@ class Listener:
         """Process key, handler and payload checks: what fails here can never succeed."""
         if not self._process_key_mapped(event):
             key = event.unique_id or event.event_type
-            return Rejection(f"UNMAPPED UNIQUE_ID: {key} not found in shq_process_key_reference")
+            return Rejection(
+                f"UNMAPPED UNIQUE_ID: {key} not found in shq_process_key_reference", unmapped=True
+            )
         handler = self.registry.get(event.event_type)
         if handler is None:
             return Rejection(f"no handler registered for event type {event.event_type!r}")
@@ -719,32 +720,56 @@ class Listener:
                 f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}"
                 for e in exc.errors()
             )
-            return Rejection(f"payload of {event.event_type} event {event.id} is invalid: {problems}")
+            return Rejection(
+                f"payload of {event.event_type} event {event.id} is invalid: {problems}"
+            )
         return handler, payload
+
+    async def _admit_fresh(self, event: Event) -> tuple[Handler, Any] | Rejection:
+        """`_admit`, but an unmapped key is checked again against a fresh copy of the table
+        (at most once a second) before the event is condemned for it."""
+        admitted = self._admit(event)
+        if (
+            isinstance(admitted, Rejection)
+            and admitted.unmapped
+            and time.monotonic() - self._keys_loaded_at > 1.0
+        ):
+            await self._refresh_settings()
+            admitted = self._admit(event)
+        return admitted
 
     def _process_key_mapped(self, event: Event) -> bool:
         if event.unique_id is None:
             return event.event_type in self._step_names
         return event.unique_id in self._process_keys
 
-    async def _reject(self, conn: asyncpg.Connection, event: Event, rejection: Rejection) -> None:
+    async def _reject(self, conn: Connection, event: Event, rejection: Rejection) -> None:
         await self._write_failure(
             conn, event, Verdict("dead", "dead", "critical", 0.0), rejection.message, None, 0.0
         )
         log.error("dead letter", extra=event.fields(error=rejection.message))
 
     async def _record_outcome(
-        self, conn: asyncpg.Connection, event: Event, exc: Exception, duration_ms: float
+        self, conn: Connection, event: Event, exc: Exception, duration_ms: float
     ) -> None:
         if isinstance(exc, RetryLater):
             await conn.execute(
-                SNOOZE, event.id, event.attempts, event.lease_owner,
-                event.attempt - 1, exc.seconds, str(exc),
+                SNOOZE,
+                event.id,
+                event.attempts,
+                event.lease_owner,
+                event.attempt - 1,
+                exc.seconds,
+                str(exc),
             )
-            log.info("retry later requested", extra=event.fields(delay_s=exc.seconds, error=str(exc)))
+            log.info(
+                "retry later requested", extra=event.fields(delay_s=exc.seconds, error=str(exc))
+            )
             return
         settings = self._type_settings.get(event.event_type, EventTypeSettings())
-        verdict = judge_failure(settings, event.attempt, permanent=isinstance(exc, PermanentFailure))
+        verdict = judge_failure(
+            settings, event.attempt, permanent=isinstance(exc, PermanentFailure)
+        )
         message = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(exc))
         if not await self._write_failure(conn, event, verdict, message, tb, duration_ms):
@@ -752,7 +777,9 @@ class Listener:
         fields = event.fields(error=message, duration_ms=duration_ms)
         if verdict.status == "failed":
             self.counters.retried += 1
-            log.warning("event failed; will retry", extra={**fields, "delay_s": round(verdict.delay, 3)})
+            log.warning(
+                "event failed; will retry", extra={**fields, "delay_s": round(verdict.delay, 3)}
+            )
         elif verdict.status == "dead":
             self.counters.dead += 1
             log.error("dead letter", extra=fields)
@@ -762,7 +789,7 @@ class Listener:
 
     async def _write_failure(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         event: Event,
         verdict: Verdict,
         message: str,
@@ -770,20 +797,34 @@ class Listener:
         duration_ms: float,
     ) -> bool:
         written = await conn.fetchval(
-            RECORD_FAILURE, event.id, event.attempts, event.lease_owner, verdict.status,
-            verdict.outcome, event.attempt, verdict.delay, message, verdict.severity,
-            duration_ms, tb,
+            RECORD_FAILURE,
+            event.id,
+            event.attempts,
+            event.lease_owner,
+            verdict.status,
+            verdict.outcome,
+            event.attempt,
+            verdict.delay,
+            message,
+            verdict.severity,
+            duration_ms,
+            tb,
         )
         if written is None:
             log.warning("failure not recorded: event no longer ours", extra=event.fields())
         return written is not None
 
     def _deps(self, info: EventInfo, completion: Callable[[], Any]) -> Deps:
-        assert self._pool is not None and self._http is not None
+        assert self._pool is not None
+        assert self._http is not None
         adapter = logging.LoggerAdapter(
             logging.getLogger(f"cascade.handlers.{info.event_type}"),
-            {"event_id": info.id, "run_id": info.run_id, "event_type": info.event_type,
-             "attempt": info.attempt},
+            {
+                "event_id": info.id,
+                "run_id": info.run_id,
+                "event_type": info.event_type,
+                "attempt": info.attempt,
+            },
         )
         return Deps(info, adapter, self._http, completion, self._pool.acquire)
 
@@ -794,8 +835,11 @@ class Listener:
         rows = await self._pool.fetch(LOAD_EVENT_TYPES)
         self._type_settings = {
             r["event_type"]: EventTypeSettings(
-                r["critical"], r["max_attempts"], r["backoff_base_seconds"],
-                r["backoff_max_seconds"], r["concurrency_limit"],
+                r["critical"],
+                r["max_attempts"],
+                r["backoff_base_seconds"],
+                r["backoff_max_seconds"],
+                r["concurrency_limit"],
             )
             for r in rows
         }
@@ -860,7 +904,7 @@ class Listener:
         every reconnect (notifications sent while disconnected are lost)."""
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(initial=0.05, max=2.0),
-            retry=retry_if_exception_type(CONNECTION_ERRORS + (TimeoutError,)),
+            retry=retry_if_exception_type((*CONNECTION_ERRORS, TimeoutError)),
         )
         while not self._stopping.is_set():
             async for attempt in retrying:
@@ -868,7 +912,11 @@ class Listener:
                     await self._listen_once()
 
     async def _listen_once(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self.settings.database_url, timeout=5)
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self.settings.database_url,
+            timeout=5,
+            server_settings={"application_name": "cascade-listen"},
+        )
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
         try:

@@ -50,7 +50,9 @@ async def ready(request: Request) -> JSONResponse:
 def create_app(database_url: str | None = None) -> Starlette:
     url = database_url or configured_url()
     if url is None:
-        raise RuntimeError("DATABASE_URL is not set (`cascade web` and `cascade up` set it for you)")
+        raise RuntimeError(
+            "DATABASE_URL is not set (`cascade web` and `cascade up` set it for you)"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

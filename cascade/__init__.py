@@ -1,1 +1,3 @@
-"""Cascade: a Postgres-native outreach pipeline. Shared internals of the CLI, listener and web app."""
+"""Cascade: a Postgres-native outreach pipeline.
+
+Shared internals of the CLI, the listener and the web app."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -43,11 +44,22 @@ def _port() -> int:
     return int(os.environ.get("PORT", DEFAULT_PORT))
 
 
-def _uvicorn_server(url: str, host: str, port: int) -> uvicorn.Server:
+class _SharedServer(uvicorn.Server):
+    """uvicorn inside `cascade up`, where the command owns SIGTERM and SIGINT and stops the
+    listener and the web app together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_server(url: str, host: str, port: int, *, shared: bool = False) -> uvicorn.Server:
     from web import create_app
 
-    config = uvicorn.Config(create_app(url), host=host, port=port, log_config=None, access_log=False)
-    return uvicorn.Server(config)
+    config = uvicorn.Config(
+        create_app(url), host=host, port=port, log_config=None, access_log=False
+    )
+    return (_SharedServer if shared else uvicorn.Server)(config)
 
 
 def _listener_settings(url: str) -> Any:
@@ -72,8 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     with database.database_url() as url:
         database.prepare_database(url)
         listener = Listener(_listener_settings(url), _registry(args.handlers))
-        server = _uvicorn_server(url, args.host, args.port)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _uvicorn_server(url, args.host, args.port, shared=True)
 
         async def both() -> None:
             loop = asyncio.get_running_loop()
@@ -97,7 +108,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 async def _announce_web(server: uvicorn.Server, host: str, port: int) -> None:
     import logging
 
-    while not server.started and not server.should_exit:
+    # uvicorn offers no "started" event to wait on, only this flag.
+    while not server.started and not server.should_exit:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     if server.started:
         logging.getLogger("cascade.web").info(
@@ -157,7 +169,9 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         print("say which: --id N (repeatable), --event-type TYPE, or --all", file=sys.stderr)
         return 2
     with database.database_url() as url, psycopg.connect(url) as conn:
-        row = conn.execute(REPLAY, {"ids": args.ids or None, "event_type": args.event_type}).fetchone()
+        row = conn.execute(
+            REPLAY, {"ids": args.ids or None, "event_type": args.event_type}
+        ).fetchone()
     replayed = row[0] if row else 0
     print(f"replayed {replayed} dead letter(s)")
     return 0
@@ -214,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queue depth per event type and status, listeners")
     status.set_defaults(func=cmd_status)
 
-    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(dest="dlq_command", required=True)
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="dlq_command", required=True
+    )
     dlq_list = dlq.add_parser("list", help="list dead letters as JSON lines")
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_list.set_defaults(func=cmd_dlq_list)
@@ -235,3 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logs.configure()
     sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

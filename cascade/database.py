@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -43,13 +43,13 @@ def embedded_postgres(data_dir: Path = DEFAULT_EMBEDDED_DIR) -> Iterator[str]:
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime folder at import and never uses it here.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pgserver  # imported here: only the embedded mode needs it
+        from pgserver.postgres_server import get_server  # only the embedded mode needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = get_server(data_dir, cleanup_mode="stop")
     log.info("embedded PostgreSQL running", extra={"data_dir": str(data_dir)})
     try:
-        yield cast(str, server.get_uri())
+        yield server.get_uri()
     finally:
         server.cleanup()
         log.info("embedded PostgreSQL stopped", extra={"data_dir": str(data_dir)})
@@ -115,7 +115,7 @@ def apply_triggers(url: str) -> list[str]:
         conn.execute(LOCK_TRIGGERS)
         for path in trigger_files():
             # A whole file is one simple-protocol batch: its statements are ours, not input.
-            conn.execute(cast(LiteralString, path.read_text()))
+            conn.execute(path.read_text())
             applied.append(path.name)
     return applied
 

@@ -16,10 +16,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeAlias
 
 import asyncpg
 import httpx
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 # Sets the transaction-local lineage that marketing.pipeline_events' column defaults read, so
@@ -29,6 +30,10 @@ SET_EVENT_CONTEXT: LiteralString = """
            set_config('cascade.run_id', $2, true),
            set_config('cascade.correlation_id', $3, true)
 """
+
+
+# A connection as handlers and the engine see it: direct, or borrowed from a pool.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 class PermanentFailure(Exception):
@@ -66,9 +71,9 @@ class Tx:
     a handler that writes nothing pays nothing.
     """
 
-    __slots__ = ("_conn", "_event", "_context_set")
+    __slots__ = ("_conn", "_context_set", "_event")
 
-    def __init__(self, conn: asyncpg.Connection, event: EventInfo) -> None:
+    def __init__(self, conn: Connection, event: EventInfo) -> None:
         self._conn = conn
         self._event = event
         self._context_set = False
@@ -103,7 +108,7 @@ class Tx:
 
 
 CompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[Tx]]
-ReaderFactory = Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+ReaderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Connection]]
 
 
 @dataclass(slots=True)
@@ -138,7 +143,7 @@ class Deps:
                 self._active = None
         self.completed = True
 
-    def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
         """A pooled connection for reads before an external call; no transaction is held."""
         return self._reader()
 
@@ -177,7 +182,8 @@ class Registry:
             existing = self._handlers.get(handler.event_type)
             if existing is not None:
                 raise ValueError(
-                    f"two handlers for {handler.event_type!r}: {existing.module} and {handler.module}"
+                    f"two handlers for {handler.event_type!r}: "
+                    f"{existing.module} and {handler.module}"
                 )
             self._handlers[handler.event_type] = handler
 

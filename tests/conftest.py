@@ -35,7 +35,11 @@ def _admin(url: str) -> psycopg.Connection:
 def create_database(server: str, template: str | None = None) -> str:
     name = f"cascade_test_{uuid.uuid4().hex[:12]}"
     with _admin(server) as conn:
-        clause = psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(template)) if template else psycopg.sql.SQL("")
+        clause = (
+            psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(template))
+            if template
+            else psycopg.sql.SQL("")
+        )
         conn.execute(
             psycopg.sql.SQL("CREATE DATABASE {}{}").format(psycopg.sql.Identifier(name), clause)
         )
@@ -57,7 +61,7 @@ def template_name(server_url: str) -> Iterator[str]:
     url = database.with_database(server_url, name)
     database.prepare_database(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SUPPORT_SCHEMA.read_text())  # type: ignore[arg-type]
+        conn.execute(SUPPORT_SCHEMA.read_text())
     yield name
     drop_database(server_url, name)
 

@@ -4,12 +4,13 @@ lineage recorded, and every way an event can be refused."""
 from __future__ import annotations
 
 import asyncpg
-
 from pydantic import BaseModel
 
 from cascade.handling import Deps, Registry
 from tests.support.handlers import ITEMS, handler_module, stage
 from tests.support.listening import drain
+from tests.support.sql import one
+
 
 class SeedPayload(BaseModel, frozen=True):
     """Seed 003's manual company_created payload."""
@@ -26,45 +27,60 @@ EFFECTS_PER_EVENT = """
 """
 
 
-async def test_cascade__three_stages_run_in_order_exactly_once(db: asyncpg.Connection, database_url: str) -> None:
-    await db.execute("INSERT INTO cascade_test.items (name) SELECT 'item ' || g FROM generate_series(1, 250) g")
+async def test_cascade__three_stages_run_in_order_exactly_once(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    await db.execute(
+        "INSERT INTO cascade_test.items (name) SELECT 'item ' || g FROM generate_series(1, 250) g"
+    )
 
     await drain(database_url, ITEMS)
 
     assert await db.fetchval("SELECT count(*) FROM cascade_test.items WHERE stage = 2") == 250
-    effects = await db.fetchrow(EFFECTS_PER_EVENT)
+    effects = await one(db, EFFECTS_PER_EVENT)
     assert dict(effects) == {"effects": 750, "events": 750, "item_stages": 750}
     statuses = await db.fetch("SELECT status, count(*) FROM marketing.pipeline_events GROUP BY 1")
     assert {r["status"]: r["count"] for r in statuses} == {"processed": 750}
 
 
-async def test_cascade__each_stage_records_its_parent_run_and_timing(db: asyncpg.Connection, database_url: str) -> None:
-    item_id = await db.fetchval("INSERT INTO cascade_test.items (name) VALUES ('Acme') RETURNING id")
+async def test_cascade__each_stage_records_its_parent_run_and_timing(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    item_id = await db.fetchval(
+        "INSERT INTO cascade_test.items (name) VALUES ('Acme') RETURNING id"
+    )
 
     await drain(database_url, ITEMS)
 
     events = await db.fetch(
-        "SELECT id, event_type, parent_event_id, run_id, started_at, processed_at, duration_ms, outcome"
+        "SELECT id, event_type, parent_event_id, run_id, started_at, processed_at, duration_ms,"
+        "       outcome"
         "  FROM marketing.pipeline_events ORDER BY id"
     )
-    assert [e["event_type"] for e in events] == ["test_item_created", "test_item_stage1", "test_item_stage2"]
+    assert [e["event_type"] for e in events] == [
+        "test_item_created",
+        "test_item_stage1",
+        "test_item_stage2",
+    ]
     root, first, second = events
-    assert root["parent_event_id"] is None and root["run_id"] is None
-    assert first["parent_event_id"] == root["id"] and first["run_id"] == root["id"]
-    assert second["parent_event_id"] == first["id"] and second["run_id"] == root["id"]
+    assert (root["parent_event_id"], root["run_id"]) == (None, None)
+    assert (first["parent_event_id"], first["run_id"]) == (root["id"], root["id"])
+    assert (second["parent_event_id"], second["run_id"]) == (first["id"], root["id"])
     for event in events:
         assert event["outcome"] == "ok"
         assert event["started_at"] <= event["processed_at"]
         assert event["duration_ms"] >= 0
-    run = await db.fetchrow("SELECT * FROM marketing.vw_pipeline_runs WHERE run_id = $1", root["id"])
+    run = await one(db, "SELECT * FROM marketing.vw_pipeline_runs WHERE run_id = $1", root["id"])
     assert run["stages_done"] == 3
     assert run["stage_path"] == ["test_item_created", "test_item_stage1", "test_item_stage2"]
-    assert run["status"] == "completed" and run["failed_at_stage"] is None
+    assert (run["status"], run["failed_at_stage"]) == ("completed", None)
     assert run["total_duration_ms"] > 0
     assert item_id is not None
 
 
-async def test_manual_seed_insert__is_processed_like_any_other_event(db: asyncpg.Connection, database_url: str) -> None:
+async def test_manual_seed_insert__is_processed_like_any_other_event(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     seen: list[SeedPayload] = []
 
     async def validate(payload: SeedPayload, deps: Deps) -> None:
@@ -94,21 +110,25 @@ async def test_manual_seed_insert__is_processed_like_any_other_event(db: asyncpg
     assert await db.fetchval("SELECT status FROM marketing.pipeline_events") == "processed"
 
 
-async def test_unknown_event_type__becomes_a_dead_letter_that_says_why(db: asyncpg.Connection, database_url: str) -> None:
+async def test_unknown_event_type__becomes_a_dead_letter_that_says_why(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     await db.execute(
         "INSERT INTO marketing.pipeline_events (event_type, payload) VALUES ('test_unknown', '{}')"
     )
 
     await drain(database_url, ITEMS)
 
-    dead = await db.fetchrow("SELECT event_type, attempts, last_error FROM marketing.vw_dead_letters")
+    dead = await one(db, "SELECT event_type, attempts, last_error FROM marketing.vw_dead_letters")
     assert dead["event_type"] == "test_unknown"
     assert dead["last_error"] == "no handler registered for event type 'test_unknown'"
-    error = await db.fetchrow("SELECT severity, error_message FROM marketing.pipeline_errors")
+    error = await one(db, "SELECT severity, error_message FROM marketing.pipeline_errors")
     assert error["severity"] == "critical"
 
 
-async def test_invalid_payload__dead_letter_names_the_field(db: asyncpg.Connection, database_url: str) -> None:
+async def test_invalid_payload__dead_letter_names_the_field(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     await db.execute(
         "INSERT INTO marketing.pipeline_events (event_type, payload) "
         "VALUES ('test_item_created', '{\"id\": \"not a number\"}')"
@@ -121,7 +141,9 @@ async def test_invalid_payload__dead_letter_names_the_field(db: asyncpg.Connecti
     assert "id: Input should be a valid integer" in last_error
 
 
-async def test_unmapped_process_key__fails_as_a_critical_error(db: asyncpg.Connection, database_url: str) -> None:
+async def test_unmapped_process_key__fails_as_a_critical_error(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     await db.execute(
         "INSERT INTO marketing.pipeline_events (event_type, payload, unique_id) "
         "VALUES ('test_item_created', '{\"id\": 1}', '04.99.99.99.99999.999')"
@@ -129,7 +151,9 @@ async def test_unmapped_process_key__fails_as_a_critical_error(db: asyncpg.Conne
 
     await drain(database_url, ITEMS)
 
-    error = await db.fetchrow("SELECT event_type, severity, error_message FROM marketing.pipeline_errors")
+    error = await one(
+        db, "SELECT event_type, severity, error_message FROM marketing.pipeline_errors"
+    )
     assert error["error_message"] == (
         "UNMAPPED UNIQUE_ID: 04.99.99.99.99999.999 not found in shq_process_key_reference"
     )
@@ -138,7 +162,9 @@ async def test_unmapped_process_key__fails_as_a_critical_error(db: asyncpg.Conne
     assert await db.fetchval("SELECT count(*) FROM cascade_test.effects") == 0
 
 
-async def test_unregistered_step__is_unmapped_too(db: asyncpg.Connection, database_url: str) -> None:
+async def test_unregistered_step__is_unmapped_too(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     registry = Registry((handler_module("test_unregistered_step", stage(None)),))
     await db.execute(
         "INSERT INTO marketing.pipeline_events (event_type, payload) "
@@ -160,15 +186,19 @@ async def test_failing_event__does_not_cost_its_batch_neighbours_their_work(
         "SELECT 'item ' || g, CASE WHEN g = 50 THEN 99 ELSE 0 END FROM generate_series(1, 100) g"
     )
     await db.execute(
-        "INSERT INTO marketing.event_types (event_type, phase, description, max_attempts, backoff_base_seconds)"
+        "INSERT INTO marketing.event_types"
+        "       (event_type, phase, description, max_attempts, backoff_base_seconds)"
         " VALUES ('test_item_created', 'test', 'test', 2, 0.01)"
     )
 
     await drain(database_url, ITEMS)
 
     assert await db.fetchval("SELECT count(*) FROM cascade_test.items WHERE stage = 2") == 99
-    assert await db.fetchval(
-        "SELECT count(*) FROM cascade_test.effects GROUP BY event_id ORDER BY 1 DESC LIMIT 1"
-    ) == 1
-    dead = await db.fetchrow("SELECT record_id, attempts FROM marketing.vw_dead_letters")
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM cascade_test.effects GROUP BY event_id ORDER BY 1 DESC LIMIT 1"
+        )
+        == 1
+    )
+    dead = await one(db, "SELECT record_id, attempts FROM marketing.vw_dead_letters")
     assert dict(dead) == {"record_id": 50, "attempts": 2}
