@@ -1,10 +1,4 @@
--- Drops everything 0001.engine-core.sql created.
-DROP TABLE IF EXISTS marketing.listeners;
-DROP TABLE IF EXISTS marketing.shq_guardrails;
-DROP TABLE IF EXISTS marketing.shq_process_key_reference;
-DROP TABLE IF EXISTS marketing.event_types;
-DROP TABLE IF EXISTS marketing.pipeline_errors;
-DROP TABLE IF EXISTS marketing.pipeline_events;
--- CASCADE: the engine's functions (triggers/) live in these schemas too, and this is uninstall.
+-- Uninstalls the engine: 0001 created both schemas, and the functions that triggers/ added to
+-- them (which yoyo does not track) must go with them, hence CASCADE.
 DROP SCHEMA IF EXISTS intake CASCADE;
 DROP SCHEMA IF EXISTS marketing CASCADE;
