@@ -4,7 +4,10 @@ each test that asks for `database_url`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,17 +17,37 @@ import psycopg
 import pytest
 
 from cascade import database
+from tests.support.processes import ListenerProcesses
+from tests.support.provider import Provider
 
 SUPPORT_SCHEMA = Path(__file__).parent / "support" / "schema.sql"
 
 
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A folder outside pytest's own temporary root: pytest resets that root to mode 0700
+    whenever a run starts, which would lock out the unprivileged user that pgserver runs
+    PostgreSQL as when we are root."""
+    folder = Path(tempfile.mkdtemp(prefix="cascade-test-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    with scratch_folder() as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     url = database.configured_url()
     if url is not None:
         yield url
         return
-    with database.embedded_postgres(tmp_path_factory.mktemp("pg")) as embedded:
+    with scratch_folder() as folder, database.embedded_postgres(folder / "pgdata") as embedded:
         yield embedded
 
 
@@ -95,6 +118,24 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 def _no_ambient_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
     # A test's listener loads exactly the registry the test names.
     monkeypatch.delenv("CASCADE_HANDLERS", raising=False)
+
+
+@pytest.fixture
+def listener_processes(database_url: str, tmp_path: Path) -> Iterator[ListenerProcesses]:
+    """Subprocess listeners on this test's database: killed when the test ends, and what
+    each wrote to stderr shown if it fails."""
+    processes = ListenerProcesses(database_url, tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.close()
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    """A local HTTP provider for external handlers (tests/support/provider.py)."""
+    with Provider() as running_provider:
+        yield running_provider
 
 
 os.environ.setdefault("CASCADE_LOG_LEVEL", "WARNING")
