@@ -46,6 +46,8 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from cascade.handling import (
+    AlreadyOpen,
+    CompletionFactory,
     Connection,
     Deps,
     EventInfo,
@@ -628,13 +630,7 @@ class Listener:
 
     def _locked_deps(self, conn: Connection, event: Event) -> Deps:
         info = event.info()
-        tx = Tx(conn, info)
-
-        @contextlib.asynccontextmanager
-        async def same_transaction() -> AsyncIterator[Tx]:
-            yield tx
-
-        return self._deps(info, same_transaction)
+        return self._deps(info, functools.partial(AlreadyOpen, conn, info))
 
     # -- the lease path -----------------------------------------------------------------------
 
@@ -814,19 +810,10 @@ class Listener:
             log.warning("failure not recorded: event no longer ours", extra=event.fields())
         return written is not None
 
-    def _deps(self, info: EventInfo, completion: Callable[[], Any]) -> Deps:
+    def _deps(self, info: EventInfo, completion: CompletionFactory) -> Deps:
         assert self._pool is not None
         assert self._http is not None
-        adapter = logging.LoggerAdapter(
-            logging.getLogger(f"cascade.handlers.{info.event_type}"),
-            {
-                "event_id": info.id,
-                "run_id": info.run_id,
-                "event_type": info.event_type,
-                "attempt": info.attempt,
-            },
-        )
-        return Deps(info, adapter, self._http, completion, self._pool.acquire)
+        return Deps(info, self._http, completion, self._pool.acquire)
 
     # -- background chores --------------------------------------------------------------------
 

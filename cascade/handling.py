@@ -11,6 +11,7 @@ retry with backoff.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -111,17 +112,53 @@ CompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[Tx]]
 ReaderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Connection]]
 
 
+class AlreadyOpen:
+    """The locked path's completing transaction: the claim's own, already open, which the
+    engine commits with the event's completion."""
+
+    __slots__ = ("_conn", "_event")
+
+    def __init__(self, conn: Connection, event: EventInfo) -> None:
+        self._conn = conn
+        self._event = event
+
+    async def __aenter__(self) -> Tx:
+        return Tx(self._conn, self._event)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+@functools.cache
+def _handler_logger(event_type: str) -> logging.Logger:
+    return logging.getLogger(f"cascade.handlers.{event_type}")
+
+
 @dataclass(slots=True)
 class Deps:
-    """A handler's dependencies for one event."""
+    """A handler's dependencies for one event. Built for every event, so it stays cheap: the
+    logger and the transaction are made only when the handler asks for them."""
 
     event: EventInfo
-    log: logging.LoggerAdapter[logging.Logger]
     http: httpx.AsyncClient
     _completion: CompletionFactory
     _reader: ReaderFactory
     _active: Tx | None = field(default=None)
     completed: bool = field(default=False)
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry the event's id, run, type and attempt."""
+        event = self.event
+        return logging.LoggerAdapter(
+            _handler_logger(event.event_type),
+            {
+                "event_id": event.id,
+                "run_id": event.run_id,
+                "event_type": event.event_type,
+                "attempt": event.attempt,
+            },
+        )
 
     @property
     def idempotency_key(self) -> str:
