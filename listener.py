@@ -33,6 +33,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 import traceback
 import uuid
@@ -677,6 +678,9 @@ class Listener:
                 await conn.execute(COMPLETE_LEASED, event.id, (time.perf_counter() - begin) * 1000)
 
         deps = self._deps(event.info(), holding_lease)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("stage started", extra=event.fields())
         try:
             if handler.external:
                 await handler.handle(payload, deps)
@@ -689,6 +693,9 @@ class Listener:
                 async with deps.completing_transaction():
                     await handler.handle(payload, deps)
             self.counters.processed += 1
+            if debug:
+                duration_ms = (time.perf_counter() - begin) * 1000
+                log.debug("stage finished", extra=event.fields(duration_ms=duration_ms))
         except LeaseLost:
             log.warning("lease lost; results discarded", extra=event.fields())
         except asyncio.CancelledError:
@@ -945,7 +952,7 @@ async def serve(settings: ListenerSettings, registry: Registry) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     from cascade import cli
 
-    cli.main(["listen", *(argv or [])])
+    cli.main(["listen", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
