@@ -6,8 +6,8 @@ Two paths, chosen per event type:
   and runs every handler inside that same transaction, so a handler's writes and the event's
   completion commit together, exactly once. A crash rolls the whole batch back and the row
   locks vanish with the connection, so another listener takes the events at once. If a
-  handler raises, the batch is rolled back and its events are re-run one at a time, each
-  handler in a savepoint, so one bad event costs its neighbours a retry, never their work.
+  handler raises, the batch rolls back to a savepoint taken after the claim: the failure is
+  recorded, the events before it run again, the events after it go back to the queue.
 * the **lease path** (external handlers, and any type with a concurrency limit): a claim
   commits status 'processing' with a lease; the handler runs with no transaction open, then
   writes its results and completes the event in one transaction that first checks it still
@@ -30,7 +30,6 @@ import functools
 import importlib
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -44,7 +43,7 @@ from typing import Any, LiteralString
 import asyncpg
 import httpx
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, wait_random
 
 from cascade.handling import (
     AlreadyOpen,
@@ -59,10 +58,16 @@ from cascade.handling import (
     RetryLater,
     Tx,
 )
+from cascade.retries import (
+    EventTypeSettings,
+    Verdict,
+    bounded_delay,
+    judge_failure,
+    storable,
+)
+from cascade.wakeup import CHANNEL, Doorbell, SleepGate, wait_for_ring
 
 log = logging.getLogger("cascade.listener")
-
-CHANNEL = "cascade_events"
 
 # ---------------------------------------------------------------------------------------------
 # Queries. Every statement the listener sends is here, by name.
@@ -152,30 +157,32 @@ RELEASE_LEASES: LiteralString = """
      WHERE lease_owner = $1 AND status = 'processing' AND id = ANY ($2::bigint[])
 """
 
+# SKIP LOCKED: a lease being completed right now is row-locked by its own completing
+# transaction, and waiting for it would stall every other heartbeat (and the rescue) behind it.
 EXTEND_LEASES: LiteralString = """
     UPDATE marketing.pipeline_events
        SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
-     WHERE lease_owner = $1 AND status = 'processing' AND id = ANY ($2::bigint[])
+     WHERE id IN (SELECT id FROM marketing.pipeline_events
+                   WHERE lease_owner = $1 AND status = 'processing' AND id = ANY ($2::bigint[])
+                     FOR UPDATE SKIP LOCKED)
 """
 
 RESCUE_EXPIRED: LiteralString = "SELECT marketing.rescue_expired_leases()"
 NOTIFY: LiteralString = "SELECT pg_notify('cascade_events', '')"
 
-REGISTER_LISTENER: LiteralString = """
-    INSERT INTO marketing.listeners (listener_id, hostname, pid) VALUES ($1, $2, $3)
-"""
+# Registers this listener or renews its heartbeat. An upsert, because the row can vanish under
+# a running listener: the table is unlogged (crash recovery empties it), and a listener that
+# stalled is forgotten by the others. `inserted` tells the listener that it was.
 HEARTBEAT_LISTENER: LiteralString = """
-    UPDATE marketing.listeners SET heartbeat_at = now() WHERE listener_id = $1
+    INSERT INTO marketing.listeners (listener_id, hostname, pid) VALUES ($1, $2, $3)
+        ON CONFLICT (listener_id) DO UPDATE SET heartbeat_at = now()
+    RETURNING (xmax = 0) AS inserted
 """
 # Listeners that stopped heartbeating long ago would keep writers notifying for nobody.
 FORGET_DEAD_LISTENERS: LiteralString = """
     DELETE FROM marketing.listeners WHERE heartbeat_at < now() - make_interval(secs => $1)
 """
 UNREGISTER_LISTENER: LiteralString = "DELETE FROM marketing.listeners WHERE listener_id = $1"
-SET_SLEEPING: LiteralString = "UPDATE marketing.listeners SET sleeping = $2 WHERE listener_id = $1"
-# The exclusive side of the writers' shared barrier lock: granted only when no transaction
-# that inserted events is in flight, and released again at once (its own transaction).
-WAKE_BARRIER: LiteralString = "SELECT pg_try_advisory_xact_lock(1667331939, 1)"
 
 # `run(until_idle=True)` ends when this is false: nothing waiting, retrying or in flight.
 ANY_UNFINISHED: LiteralString = """
@@ -192,7 +199,9 @@ LOAD_PROCESS_KEYS: LiteralString = """
     SELECT unique_id, step_name FROM marketing.shq_process_key_reference
 """
 
-# The database errors that mean "the connection or server is gone", not "the handler failed".
+# The database errors that may mean "the connection or server is gone". A handler's own error
+# of these types (a TimeoutError is an OSError) is the handler's failure unless the connection
+# really is closed: see `_connection_lost`.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -212,7 +221,7 @@ class ListenerSettings:
     database_url: str
     batch_size: int = 100  # events per locked-path claim
     workers: int = 2  # locked-path claim loops, one connection each while busy
-    max_leased: int = 32  # leased events in flight at once
+    max_leased: int = 16  # leased events in flight at once
     poll_interval: float = 1.0  # seconds: the longest a loop waits without a notification
     lease_seconds: float = 20.0  # a leased event is rescued this long after its last heartbeat
     heartbeat_interval: float = 5.0  # seconds between lease and listener heartbeats
@@ -233,42 +242,11 @@ class ListenerSettings:
                 values[f.name] = int(raw) if f.type == "int" else float(raw)
         return cls(database_url=database_url, **values)
 
-
-@dataclass(frozen=True)
-class EventTypeSettings:
-    """A type's retry and concurrency settings; the defaults mirror marketing.event_types'."""
-
-    critical: bool = True
-    max_attempts: int = 5
-    backoff_base_seconds: float = 2.0
-    backoff_max_seconds: float = 600.0
-    concurrency_limit: int | None = None
-
-    def backoff(self, attempt: int) -> float:
-        """Exponential in the attempt, capped, with jitter so that a burst of failures does
-        not come back as a burst of retries."""
-        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a failed attempt becomes."""
-
-    status: str  # failed (will retry) | dead | processed (a non-critical type gave up)
-    outcome: str | None
-    severity: str
-    delay: float
-
-
-def judge_failure(settings: EventTypeSettings, attempt: int, *, permanent: bool) -> Verdict:
-    if not permanent and attempt < settings.max_attempts:
-        severity = "error" if settings.critical else "warning"
-        return Verdict("failed", None, severity, settings.backoff(attempt))
-    if settings.critical:
-        return Verdict("dead", "dead", "critical", 0.0)
-    # Seed 002's non-critical stage: warn and let the run go on.
-    return Verdict("processed", "skipped", "warning", 0.0)
+    @property
+    def pool_size(self) -> int:
+        """Enough that nothing waits on the pool: a locked worker holds one connection, a leased
+        handler at most two (a read with `deps.connection()` and its completing transaction)."""
+        return self.workers + 2 * self.max_leased
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,69 +316,12 @@ class HandlerRaised(Exception):
         self.duration_ms = duration_ms
 
 
-# ---------------------------------------------------------------------------------------------
-# Wake-ups
+class ListenerCrashed(RuntimeError):
+    """One of the listener's loops died of an error it could not survive."""
 
 
-class Doorbell:
-    """Rung on NOTIFY (and on reconnect). A loop takes `current()` before it claims, so a
-    ring that arrives while it is claiming is not lost: the event it waits on is already set."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def current(self) -> asyncio.Event:
-        return self._event
-
-    def ring(self, *_: object) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-
-class SleepGate:
-    """This listener's side of the wake-up protocol.
-
-    A loop that found nothing calls `arm()`: set `sleeping` (writers start notifying), then
-    take the writers' barrier lock exclusively, which succeeds only once every transaction
-    that inserted events before the flag was visible has ended. After a successful `arm()` the
-    loop claims once more and may then trust NOTIFY. `disarm()` clears the flag when work is
-    found, so that busy listeners cost writers nothing.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, listener_id: str) -> None:
-        self._pool = pool
-        self._listener_id = listener_id
-        self._lock = asyncio.Lock()
-        self.sleeping = False
-        self.armed = False
-
-    async def arm(self) -> bool:
-        async with self._lock:
-            if self.armed:
-                return True
-            if not self.sleeping:
-                await self._pool.execute(SET_SLEEPING, self._listener_id, True)
-                self.sleeping = True
-            self.armed = bool(await self._pool.fetchval(WAKE_BARRIER))
-            return self.armed
-
-    async def disarm(self) -> None:
-        self.armed = False
-        if self.sleeping:
-            async with self._lock:
-                if self.sleeping:
-                    self.sleeping = False
-                    await self._pool.execute(SET_SLEEPING, self._listener_id, False)
-
-
-async def wait_for_ring(bell: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
-    """Returns when the bell rings, the listener stops, or `timeout` seconds pass."""
-    waiters = [asyncio.ensure_future(bell.wait()), asyncio.ensure_future(stopping.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+def _connection_lost(conn: Connection, exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_ERRORS) and conn.is_closed()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,15 +336,20 @@ class Counters:
     skipped: int = 0
 
 
+LeaseKey = tuple[int, int]  # (event id, attempt): a rescued event may come back to us
+
+
 class Listener:
     def __init__(self, settings: ListenerSettings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
         self.listener_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.counters = Counters()
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # no more claims
+        self._closing = asyncio.Event()  # drained: housekeeping may stop too
         self._doorbell = Doorbell()
         self._pool: asyncpg.Pool | None = None
+        self._control: asyncpg.Pool | None = None  # heartbeats, rescue, the gate: never starved
         self._gate: SleepGate | None = None
         self._http: httpx.AsyncClient | None = None
         self._type_settings: dict[str, EventTypeSettings] = {}
@@ -431,8 +357,9 @@ class Listener:
         self._step_names: set[str] = set()
         self._keys_loaded_at = 0.0
         self._leased_types: list[str] = sorted(registry.external_types)
-        self._leased: dict[int, tuple[Event, asyncio.Task[None]]] = {}
+        self._leased: dict[LeaseKey, tuple[Event, asyncio.Task[None]]] = {}
         self._busy_loops = 0
+        self._crash: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -442,20 +369,20 @@ class Listener:
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Runs until `stop()` (SIGTERM in `main`), or with `until_idle` until nothing is left
-        to claim and nothing is in flight (tests and one-shot drains)."""
+        to claim and nothing is in flight (tests and one-shot drains). Raises ListenerCrashed
+        if a loop died, so that a supervisor restarts the process."""
         settings = self.settings
+        connect: dict[str, Any] = {"server_settings": {"application_name": "cascade-listener"}}
         self._pool = await asyncpg.create_pool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.workers + min(settings.max_leased, 16) + 3,
-            server_settings={"application_name": "cascade-listener"},
+            settings.database_url, min_size=1, max_size=settings.pool_size, **connect
         )
-        self._gate = SleepGate(self._pool, self.listener_id)
+        self._control = await asyncpg.create_pool(
+            settings.database_url, min_size=1, max_size=2, **connect
+        )
+        self._gate = SleepGate(self._control, self.listener_id)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
         try:
-            await self._pool.execute(
-                REGISTER_LISTENER, self.listener_id, socket.gethostname(), os.getpid()
-            )
+            await self._heartbeat()
             await self._refresh_settings()
             log.info(
                 "listener started",
@@ -465,66 +392,83 @@ class Listener:
                     "leased_types": self._leased_types,
                 },
             )
-            loops = [self._locked_loop(i) for i in range(settings.workers)]
-            loops += [self._leased_loop(), self._listen_loop(), self._housekeeping_loop()]
+            claim_loops = [self._spawn(self._locked_loop(i)) for i in range(settings.workers)]
+            claim_loops.append(self._spawn(self._leased_loop()))
+            chores = [self._spawn(self._listen_loop()), self._spawn(self._housekeeping_loop())]
             if until_idle:
-                loops.append(self._stop_when_idle())
-            tasks = [asyncio.create_task(loop) for loop in loops]
+                chores.append(self._spawn(self._stop_when_idle()))
             await self._stopping.wait()
-            await self._drain(tasks)
+            await self._drain(claim_loops)
+            for chore in chores:
+                chore.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
         finally:
             await self._shutdown()
+        if self._crash is not None:
+            raise ListenerCrashed("a listener loop died; see the log") from self._crash
 
-    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
-        claim_loops = tasks[: self.settings.workers + 1]
-        _, unfinished = await asyncio.wait(
-            claim_loops + [t for _, t in self._leased.values()],
-            timeout=self.settings.drain_timeout,
-        )
-        for task in tasks:
-            if task not in claim_loops or task in unfinished:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # Leased events still in flight go back now; locked batches rolled back when cancelled.
-        stranded = [event_id for event_id, (_, task) in self._leased.items() if not task.done()]
-        for _, task in self._leased.values():
+    def _spawn(self, loop: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(loop)
+        task.add_done_callback(self._loop_ended)
+        return task
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Every loop survives errors by itself; reaching here is a bug. Stop, loudly.
+        self._crash = task.exception()
+        log.critical("listener loop died; stopping", exc_info=self._crash)
+        self.stop()
+
+    async def _drain(self, claim_loops: list[asyncio.Task[None]]) -> None:
+        """Claim loops finish their current claim; in-flight handlers get the drain timeout;
+        what is left is cancelled (locked batches roll back) or released (leases)."""
+        deadline = time.monotonic() + self.settings.drain_timeout
+        await asyncio.wait(claim_loops, timeout=self.settings.drain_timeout)
+        # Only now is the set of leased tasks final: a claim in flight at SIGTERM may add some.
+        leased = [task for _, task in self._leased.values()]
+        if leased:
+            await asyncio.wait(leased, timeout=max(0.0, deadline - time.monotonic()))
+        stranded = sorted({key[0] for key, (_, task) in self._leased.items() if not task.done()})
+        for task in [*claim_loops, *leased]:
             task.cancel()
-        await asyncio.gather(*(t for _, t in self._leased.values()), return_exceptions=True)
-        if stranded:
-            assert self._pool is not None
-            await self._pool.execute(RELEASE_LEASES, self.listener_id, stranded)
-        await self._pool_notify()
+        await asyncio.gather(*claim_loops, *leased, return_exceptions=True)
+        self._closing.set()
+        assert self._control is not None
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            if stranded:
+                await self._control.execute(RELEASE_LEASES, self.listener_id, stranded)
+            await self._control.execute(NOTIFY)  # the others take what we leave at once
         log.info(
-            "listener stopped",
-            extra={"listener_id": self.listener_id, "released": len(stranded)},
+            "listener stopped", extra={"listener_id": self.listener_id, "released": len(stranded)}
         )
 
     async def _shutdown(self) -> None:
+        self._closing.set()
         if self._http is not None:
             await self._http.aclose()
-        if self._pool is not None:
+        if self._control is not None:
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._pool.execute(UNREGISTER_LISTENER, self.listener_id)
+                await self._control.execute(UNREGISTER_LISTENER, self.listener_id)
+            await self._control.close()
+        if self._pool is not None:
             await self._pool.close()
 
-    async def _pool_notify(self) -> None:
-        assert self._pool is not None
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            await self._pool.execute(NOTIFY)
-
     async def _stop_when_idle(self) -> None:
-        assert self._pool is not None
+        assert self._control is not None
         while not self._stopping.is_set():
             await asyncio.sleep(0.05)
             if self._busy_loops == 0 and not self._leased:
                 with contextlib.suppress(*CONNECTION_ERRORS):
-                    if not await self._pool.fetchval(ANY_UNFINISHED):
+                    if not await self._control.fetchval(ANY_UNFINISHED):
                         self.stop()
 
     # -- claim loops --------------------------------------------------------------------------
 
-    async def _claim_loop(self, name: str, claim_and_run: Callable[[], Awaitable[int]]) -> None:
-        """Claims until stopped; sleeps on the doorbell when there is nothing to claim."""
+    async def _claim_loop(
+        self, name: str, lane: str, claim_and_run: Callable[[], Awaitable[int]]
+    ) -> None:
+        """Claims until stopped; sleeps on the doorbell when its lane has nothing to claim."""
         assert self._gate is not None
         gate, stopping = self._gate, self._stopping
         quiet_wait = 0.001
@@ -533,6 +477,12 @@ class Listener:
             self._busy_loops += 1
             try:
                 claimed = await claim_and_run()
+                if claimed:
+                    quiet_wait = 0.001
+                    await gate.disarm(lane)
+                    continue
+                if not gate.armed(lane) and await gate.arm(lane):
+                    continue  # one more claim: every writer that missed the flag has committed
             except CONNECTION_ERRORS as exc:
                 log.warning(
                     "database unreachable; retrying", extra={"loop": name, "error": repr(exc)}
@@ -545,16 +495,7 @@ class Listener:
                 continue
             finally:
                 self._busy_loops -= 1
-            if claimed:
-                quiet_wait = 0.001
-                await gate.disarm()
-                continue
-            try:
-                if not gate.armed and await gate.arm():
-                    continue  # one more claim: every writer that missed the flag has committed
-            except CONNECTION_ERRORS:
-                pass
-            if gate.armed:
+            if gate.armed(lane):
                 await wait_for_ring(bell, stopping, self.settings.poll_interval)
             else:
                 # Writers are mid-transaction: poll soon, backing off towards the poll interval.
@@ -562,10 +503,15 @@ class Listener:
                 quiet_wait = min(quiet_wait * 2, self.settings.poll_interval)
 
     async def _locked_loop(self, index: int) -> None:
-        await self._claim_loop(f"locked-{index}", self._claim_and_run_locked)
+        await self._claim_loop(f"locked-{index}", "locked", self._claim_and_run_locked)
 
     async def _leased_loop(self) -> None:
-        await self._claim_loop("leased", self._claim_and_run_leased)
+        while not self._stopping.is_set():
+            if self._leased_types:
+                await self._claim_loop("leased", "leased", self._claim_and_run_leased)
+            else:
+                # Nothing to lease (yet): no arming, so an idle lane makes no writer notify.
+                await wait_for_ring(asyncio.Event(), self._stopping, self.settings.refresh_interval)
 
     # -- the locked path ----------------------------------------------------------------------
 
@@ -574,13 +520,15 @@ class Listener:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_LOCKED, self._leased_types, self.settings.batch_size)
             events = [Event.from_row(r, leased_by=None) for r in rows]
+            completed = 0
+            one_by_one = False
             while events:
                 try:
                     # One savepoint per batch, not per event: a failing handler rolls back the
                     # batch's writes but keeps the claim's row locks, so no other listener can
                     # take these events while their outcome is settled here.
                     async with conn.transaction():
-                        await self._run_batch(conn, events)
+                        completed = await self._run_batch(conn, events, one_by_one=one_by_one)
                     break
                 except HandlerRaised as raised:
                     # The failing event's outcome comes from the error in hand (its handler
@@ -588,9 +536,16 @@ class Listener:
                     # events after it are released at commit for the next claim.
                     await self._settle_failure(conn, events[raised.index], raised)
                     events = events[: raised.index]
-            return len(rows)
+                except asyncpg.PostgresError:
+                    # The batch broke its transaction without any handler raising: one caught
+                    # a SQL error and returned. Run it again, a savepoint per event, to find it.
+                    if one_by_one or conn.is_closed():
+                        raise
+                    one_by_one = True
+        self.counters.processed += completed
+        return len(rows)
 
-    async def _run_batch(self, conn: Connection, events: list[Event]) -> None:
+    async def _run_batch(self, conn: Connection, events: list[Event], *, one_by_one: bool) -> int:
         """Every handler in the claiming transaction, then one completing UPDATE."""
         ids: list[int] = []
         started: list[float] = []
@@ -605,10 +560,15 @@ class Listener:
             if debug:
                 log.debug("stage started", extra=event.fields())
             try:
-                await handler.handle(payload, self._locked_deps(conn, event))
-            except CONNECTION_ERRORS:
-                raise  # the database went away: not the event's fault, nothing to record
+                deps = self._locked_deps(conn, event)
+                if one_by_one:
+                    async with conn.transaction():
+                        await handler.handle(payload, deps)
+                else:
+                    await handler.handle(payload, deps)
             except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise  # the database went away: not the event's fault, nothing to record
                 raise HandlerRaised(index, exc, (time.perf_counter() - begin) * 1000) from exc
             end = time.perf_counter()
             ids.append(event.id)
@@ -619,7 +579,7 @@ class Listener:
         if ids:
             now = time.perf_counter()
             await conn.execute(COMPLETE_LOCKED, ids, [now - s for s in started], durations)
-            self.counters.processed += len(ids)
+        return len(ids)
 
     async def _settle_failure(self, conn: Connection, event: Event, raised: HandlerRaised) -> None:
         if isinstance(raised.error, Rejection):
@@ -638,25 +598,27 @@ class Listener:
     async def _claim_and_run_leased(self) -> int:
         assert self._pool is not None
         room = self.settings.max_leased - len(self._leased)
-        if not self._leased_types or room <= 0:
-            if self._leased:
-                await asyncio.wait(
-                    [t for _, t in self._leased.values()], return_when=asyncio.FIRST_COMPLETED
-                )
-                return 1  # a slot freed: claim again at once
-            return 0
+        if room <= 0:
+            await asyncio.wait(
+                [t for _, t in self._leased.values()], return_when=asyncio.FIRST_COMPLETED
+            )
+            return 1  # a slot freed: claim again at once
         rows = await self._pool.fetch(
             CLAIM_LEASED, self.listener_id, self._leased_types, room, self.settings.lease_seconds
         )
         for row in rows:
             event = Event.from_row(row, leased_by=self.listener_id)
+            key = (event.id, event.attempt)
             task = asyncio.create_task(self._run_leased(event))
-            self._leased[event.id] = (event, task)
-            task.add_done_callback(functools.partial(self._forget_leased, event.id))
+            self._leased[key] = (event, task)
+            task.add_done_callback(functools.partial(self._forget_leased, key))
         return len(rows)
 
-    def _forget_leased(self, event_id: int, _: asyncio.Task[None]) -> None:
-        self._leased.pop(event_id, None)
+    def _forget_leased(self, key: LeaseKey, task: asyncio.Task[None]) -> None:
+        entry = self._leased.get(key)
+        if entry is not None and entry[1] is task:
+            del self._leased[key]
+        self._doorbell.ring()  # a slot is free: a concurrency-limited type may be claimable
 
     async def _run_leased(self, event: Event) -> None:
         assert self._pool is not None
@@ -667,6 +629,7 @@ class Listener:
                 await self._reject(conn, event, admitted)
             return
         handler, payload = admitted
+        limited = self._settings_of(event.event_type).concurrency_limit is not None
         begin = time.perf_counter()
 
         @contextlib.asynccontextmanager
@@ -676,6 +639,8 @@ class Listener:
                     raise LeaseLost(f"event {event.id} attempt {event.attempt} was rescued")
                 yield Tx(conn, event.info())
                 await conn.execute(COMPLETE_LEASED, event.id, (time.perf_counter() - begin) * 1000)
+                if limited:
+                    await conn.execute(NOTIFY)  # a slot is free for every listener, not just us
 
         deps = self._deps(event.info(), holding_lease)
         debug = log.isEnabledFor(logging.DEBUG)
@@ -698,8 +663,6 @@ class Listener:
                 log.debug("stage finished", extra=event.fields(duration_ms=duration_ms))
         except LeaseLost:
             log.warning("lease lost; results discarded", extra=event.fields())
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             async with pool.acquire() as conn:
                 await self._record_outcome(conn, event, exc, (time.perf_counter() - begin) * 1000)
@@ -746,30 +709,32 @@ class Listener:
             return event.event_type in self._step_names
         return event.unique_id in self._process_keys
 
+    def _settings_of(self, event_type: str) -> EventTypeSettings:
+        return self._type_settings.get(event_type, DEFAULT_TYPE_SETTINGS)
+
     async def _reject(self, conn: Connection, event: Event, rejection: Rejection) -> None:
-        await self._write_failure(
-            conn, event, Verdict("dead", "dead", "critical", 0.0), rejection.message, None, 0.0
-        )
-        log.error("dead letter", extra=event.fields(error=rejection.message))
+        verdict = Verdict("dead", "dead", "critical", 0.0)
+        if await self._write_failure(conn, event, verdict, rejection.message, None, 0.0):
+            self.counters.dead += 1
+            log.error("dead letter", extra=event.fields(error=rejection.message))
 
     async def _record_outcome(
         self, conn: Connection, event: Event, exc: Exception, duration_ms: float
     ) -> None:
         if isinstance(exc, RetryLater):
+            delay = bounded_delay(exc.seconds)
             await conn.execute(
                 SNOOZE,
                 event.id,
                 event.attempts,
                 event.lease_owner,
                 event.attempt - 1,
-                exc.seconds,
-                str(exc),
+                delay,
+                storable(str(exc)),
             )
-            log.info(
-                "retry later requested", extra=event.fields(delay_s=exc.seconds, error=str(exc))
-            )
+            log.info("retry later requested", extra=event.fields(delay_s=delay, error=str(exc)))
             return
-        settings = self._type_settings.get(event.event_type, EventTypeSettings())
+        settings = self._settings_of(event.event_type)
         verdict = judge_failure(
             settings, event.attempt, permanent=isinstance(exc, PermanentFailure)
         )
@@ -799,6 +764,7 @@ class Listener:
         tb: str | None,
         duration_ms: float,
     ) -> bool:
+        """Records the failed attempt; False if the event was no longer ours."""
         written = await conn.fetchval(
             RECORD_FAILURE,
             event.id,
@@ -807,11 +773,11 @@ class Listener:
             verdict.status,
             verdict.outcome,
             event.attempt,
-            verdict.delay,
-            message,
+            bounded_delay(verdict.delay),
+            storable(message),
             verdict.severity,
             duration_ms,
-            tb,
+            storable(tb) if tb is not None else None,
         )
         if written is None:
             log.warning("failure not recorded: event no longer ours", extra=event.fields())
@@ -825,8 +791,8 @@ class Listener:
     # -- background chores --------------------------------------------------------------------
 
     async def _refresh_settings(self) -> None:
-        assert self._pool is not None
-        rows = await self._pool.fetch(LOAD_EVENT_TYPES)
+        assert self._control is not None
+        rows = await self._control.fetch(LOAD_EVENT_TYPES)
         self._type_settings = {
             r["event_type"]: EventTypeSettings(
                 r["critical"],
@@ -839,43 +805,63 @@ class Listener:
         }
         limited = {t for t, s in self._type_settings.items() if s.concurrency_limit is not None}
         self._leased_types = sorted(self.registry.external_types | limited)
-        keys = await self._pool.fetch(LOAD_PROCESS_KEYS)
+        keys = await self._control.fetch(LOAD_PROCESS_KEYS)
         self._process_keys = {r["unique_id"] for r in keys}
         self._step_names = {r["step_name"] for r in keys}
         self._keys_loaded_at = time.monotonic()
 
     async def _housekeeping_loop(self) -> None:
-        """Heartbeats, lease renewal, rescue of expired leases, settings, throughput lines."""
-        assert self._pool is not None
+        """Heartbeats, lease renewal, rescue of expired leases, settings, throughput lines.
+        Runs until the drain is over, so leases stay renewed while handlers finish."""
         settings = self.settings
         every = min(settings.heartbeat_interval, settings.rescue_interval)
-        last_stats = time.monotonic()
-        last_refresh = last_stats
+        last_stats = last_refresh = time.monotonic()
         reported = dataclasses.replace(self.counters)
-        while not self._stopping.is_set():
-            await wait_for_ring(asyncio.Event(), self._stopping, every)
+        while not self._closing.is_set():
+            await wait_for_ring(asyncio.Event(), self._closing, every)
             try:
-                await self._pool.execute(HEARTBEAT_LISTENER, self.listener_id)
-                if self._leased:
-                    await self._pool.execute(
-                        EXTEND_LEASES, self.listener_id, list(self._leased), settings.lease_seconds
-                    )
-                rescued = await self._pool.fetchval(RESCUE_EXPIRED)
-                if rescued:
-                    log.warning("rescued events with expired leases", extra={"rescued": rescued})
-                await self._pool.execute(FORGET_DEAD_LISTENERS, settings.lease_seconds * 3)
+                await self._chores()
                 now = time.monotonic()
                 if now - last_refresh >= settings.refresh_interval:
                     await self._refresh_settings()
                     last_refresh = now
             except CONNECTION_ERRORS as exc:
                 log.warning("housekeeping: database unreachable", extra={"error": repr(exc)})
-                continue
+            except Exception:
+                # Leases and heartbeats depend on this loop: log, and carry on.
+                log.exception("housekeeping failed; retrying")
             now = time.monotonic()
             if now - last_stats >= settings.stats_interval:
                 self._log_throughput(reported, now - last_stats)
                 reported = dataclasses.replace(self.counters)
                 last_stats = now
+
+    async def _chores(self) -> None:
+        assert self._control is not None
+        control = self._control
+        await self._heartbeat()
+        if self._leased:
+            held = sorted({event_id for event_id, _ in self._leased})
+            await control.execute(
+                EXTEND_LEASES, self.listener_id, held, self.settings.lease_seconds
+            )
+        if self._stopping.is_set():
+            return  # draining: renew what we hold, take on nothing
+        rescued = await control.fetchval(RESCUE_EXPIRED)
+        if rescued:
+            log.warning("rescued events with expired leases", extra={"rescued": rescued})
+        await control.execute(FORGET_DEAD_LISTENERS, self.settings.lease_seconds * 3)
+
+    async def _heartbeat(self) -> None:
+        assert self._control is not None
+        assert self._gate is not None
+        inserted = await self._control.fetchval(
+            HEARTBEAT_LISTENER, self.listener_id, socket.gethostname(), os.getpid()
+        )
+        if inserted and self._gate.sleeping:
+            # Registered afresh with sleeping = false: every lane must arm again.
+            log.warning("listener registration was lost; registered again")
+            self._gate.forget()
 
     def _log_throughput(self, before: Counters, seconds: float) -> None:
         c = self.counters
@@ -897,8 +883,16 @@ class Listener:
         """Keeps one LISTEN connection alive; rings the doorbell on every notification and on
         every reconnect (notifications sent while disconnected are lost)."""
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.05, max=2.0),
-            retry=retry_if_exception_type((*CONNECTION_ERRORS, TimeoutError)),
+            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
+            # Any failure, not only connection errors: this loop must never end by itself.
+            retry=retry_if_exception_type(Exception),
+            before_sleep=lambda state: log.warning(
+                "LISTEN connection lost; reconnecting",
+                extra={
+                    "error": repr(state.outcome.exception()) if state.outcome else None,
+                    "attempt": state.attempt_number,
+                },
+            ),
         )
         while not self._stopping.is_set():
             async for attempt in retrying:
@@ -925,6 +919,9 @@ class Listener:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2)
+
+
+DEFAULT_TYPE_SETTINGS = EventTypeSettings()
 
 
 # ---------------------------------------------------------------------------------------------

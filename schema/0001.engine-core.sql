@@ -46,6 +46,9 @@ CREATE TABLE marketing.pipeline_events (
 -- million processed events in the table as with none.
 CREATE INDEX pipeline_events_claimable_idx
     ON marketing.pipeline_events (id) WHERE status IN ('pending', 'failed');
+-- The lease path claims per type (claim_leased_events), so it reads its types' rows only.
+CREATE INDEX pipeline_events_claimable_type_idx
+    ON marketing.pipeline_events (event_type, id) WHERE status IN ('pending', 'failed');
 -- Leases in flight: concurrency counts per type and the rescue of expired leases.
 CREATE INDEX pipeline_events_leased_idx
     ON marketing.pipeline_events (event_type, lease_expires_at) WHERE status = 'processing';

@@ -4,88 +4,112 @@
 
 -- Claims up to p_limit events of p_event_types for p_owner with a lease, committing
 -- status 'processing' so that every other listener can see (and count) them. A type with a
--- concurrency_limit is claimed under a transaction-scoped advisory lock of its own, so two
--- listeners cannot both see room for the last slot: the limit holds across processes.
+-- concurrency_limit is claimed first, under a transaction-scoped advisory lock of its own, so
+-- two listeners cannot both see room for the last slot: the limit holds across processes.
+-- The unlimited types then share what room is left in id order, so no type starves another.
 CREATE OR REPLACE FUNCTION marketing.claim_leased_events(
     p_owner text, p_event_types text[], p_limit integer, p_lease_seconds double precision
 ) RETURNS SETOF marketing.pipeline_events
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_type    text;
-    v_ceiling integer;
-    v_room    integer;
-    v_claimed integer;
-    v_left    integer := p_limit;
+    v_type      text;
+    v_ceiling   integer;
+    v_room      integer;
+    v_claimed   integer;
+    v_left      integer := p_limit;
+    v_unlimited text[];
 BEGIN
+    SELECT coalesce(array_agg(t.event_type) FILTER (WHERE et.concurrency_limit IS NULL), '{}')
+      INTO v_unlimited
+      FROM unnest(p_event_types) AS t(event_type)
+      LEFT JOIN marketing.event_types AS et USING (event_type);
+
     FOR v_type, v_ceiling IN
-        SELECT t.event_type, et.concurrency_limit
-          FROM unnest(p_event_types) AS t(event_type)
-          LEFT JOIN marketing.event_types AS et USING (event_type)
+        SELECT et.event_type, et.concurrency_limit
+          FROM marketing.event_types AS et
+         WHERE et.event_type = ANY (p_event_types) AND et.concurrency_limit IS NOT NULL
+         ORDER BY et.event_type
     LOOP
         EXIT WHEN v_left <= 0;
-        v_room := v_left;
-        IF v_ceiling IS NOT NULL THEN
-            PERFORM pg_advisory_xact_lock(hashtextextended('cascade.claim:' || v_type, 0));
-            SELECT least(v_left, v_ceiling - count(*)) INTO v_room
-              FROM marketing.pipeline_events
-             WHERE status = 'processing' AND event_type = v_type;
-            CONTINUE WHEN v_room <= 0;
-        END IF;
-
-        RETURN QUERY
-        UPDATE marketing.pipeline_events AS e
-           SET status = 'processing',
-               attempts = e.attempts + 1,
-               lease_owner = p_owner,
-               lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
-               started_at = clock_timestamp()
-         WHERE e.id IN (SELECT c.id
-                          FROM marketing.pipeline_events AS c
-                         WHERE c.status IN ('pending', 'failed')
-                           AND c.run_after <= now()
-                           AND c.event_type = v_type
-                         ORDER BY c.id
-                         LIMIT v_room
-                           FOR UPDATE SKIP LOCKED)
-        RETURNING e.*;
+        PERFORM pg_advisory_xact_lock(hashtextextended('cascade.claim:' || v_type, 0));
+        SELECT least(v_left, v_ceiling - count(*)) INTO v_room
+          FROM marketing.pipeline_events
+         WHERE status = 'processing' AND event_type = v_type;
+        CONTINUE WHEN v_room <= 0;
+        RETURN QUERY SELECT * FROM marketing.lease_events(p_owner, ARRAY[v_type], v_room, p_lease_seconds);
         GET DIAGNOSTICS v_claimed = ROW_COUNT;
         v_left := v_left - v_claimed;
     END LOOP;
+
+    IF v_left > 0 AND cardinality(v_unlimited) > 0 THEN
+        RETURN QUERY SELECT * FROM marketing.lease_events(p_owner, v_unlimited, v_left, p_lease_seconds);
+    END IF;
 END
+$$;
+
+-- The leasing UPDATE itself: the oldest claimable events of the given types, skipping any
+-- another listener holds.
+CREATE OR REPLACE FUNCTION marketing.lease_events(
+    p_owner text, p_event_types text[], p_limit integer, p_lease_seconds double precision
+) RETURNS SETOF marketing.pipeline_events
+LANGUAGE sql AS $$
+    UPDATE marketing.pipeline_events AS e
+       SET status = 'processing',
+           attempts = e.attempts + 1,
+           lease_owner = p_owner,
+           lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+           started_at = clock_timestamp()
+     WHERE e.id IN (SELECT c.id
+                      FROM marketing.pipeline_events AS c
+                     WHERE c.status IN ('pending', 'failed')
+                       AND c.run_after <= now()
+                       AND c.event_type = ANY (p_event_types)
+                     ORDER BY c.id
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING e.*;
 $$;
 
 -- Returns events whose lease expired (their listener died or stalled) to the queue. The WHERE
 -- re-checks status and expiry under the row lock, so a rescue racing a completion never
 -- reverts a processed event; the completion's own compare-and-set on attempts and owner makes
 -- the slow listener's late write roll back. The attempt counts: a poison event that kills its
--- listener ends dead after max_attempts, not in a crash loop.
+-- listener ends dead after max_attempts (skipped, for a non-critical type), not in a crash loop.
 CREATE OR REPLACE FUNCTION marketing.rescue_expired_leases() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_rescued integer;
 BEGIN
     WITH expired AS (
-        SELECT p.id, coalesce(et.max_attempts, 5) AS max_attempts
+        SELECT p.id, coalesce(et.max_attempts, 5) AS max_attempts,
+               coalesce(et.critical, true) AS critical
           FROM marketing.pipeline_events AS p
           LEFT JOIN marketing.event_types AS et USING (event_type)
          WHERE p.status = 'processing' AND p.lease_expires_at < clock_timestamp()
            FOR UPDATE OF p SKIP LOCKED
     ), rescued AS (
         UPDATE marketing.pipeline_events AS e
-           SET status = CASE WHEN e.attempts >= x.max_attempts THEN 'dead' ELSE 'failed' END,
-               outcome = CASE WHEN e.attempts >= x.max_attempts THEN 'dead' END,
+           SET status = CASE WHEN e.attempts < x.max_attempts THEN 'failed'
+                             WHEN x.critical THEN 'dead' ELSE 'processed' END,
+               outcome = CASE WHEN e.attempts < x.max_attempts THEN NULL
+                              WHEN x.critical THEN 'dead' ELSE 'skipped' END,
                finished_at = CASE WHEN e.attempts >= x.max_attempts THEN clock_timestamp() END,
+               processed_at = CASE WHEN e.attempts >= x.max_attempts AND NOT x.critical
+                                   THEN clock_timestamp() END,
                run_after = now(),
                last_error = format('lease expired: listener %s stopped heartbeating', e.lease_owner),
                lease_owner = NULL,
                lease_expires_at = NULL
           FROM expired AS x
          WHERE e.id = x.id
-        RETURNING e.id, e.event_type, e.record_id, e.attempts, e.status, e.last_error
+        RETURNING e.id, e.event_type, e.record_id, e.attempts, e.status, e.last_error, x.critical
     )
-    INSERT INTO marketing.pipeline_errors (event_id, event_type, record_id, error_message, severity, attempt)
+    INSERT INTO marketing.pipeline_errors
+           (event_id, event_type, record_id, error_message, severity, attempt)
     SELECT id, event_type, record_id, last_error,
-           CASE WHEN status = 'dead' THEN 'critical' ELSE 'error' END, attempts
+           CASE WHEN status = 'dead' THEN 'critical' WHEN NOT critical THEN 'warning'
+                ELSE 'error' END,
+           attempts
       FROM rescued;
     GET DIAGNOSTICS v_rescued = ROW_COUNT;
     IF v_rescued > 0 THEN

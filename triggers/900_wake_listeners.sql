@@ -12,7 +12,10 @@ LANGUAGE plpgsql AS $$
 BEGIN
     -- 1667331939 is 'casc' in ASCII; (…, 1) is the wake-up barrier.
     PERFORM pg_advisory_xact_lock_shared(1667331939, 1);
-    IF EXISTS (SELECT 1 FROM marketing.listeners WHERE sleeping) THEN
+    -- Under REPEATABLE READ or SERIALIZABLE the flag would be read from the transaction's
+    -- snapshot, which may predate a listener falling asleep: such writers always notify.
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR EXISTS (SELECT 1 FROM marketing.listeners WHERE sleeping) THEN
         PERFORM pg_notify('cascade_events', '');
     END IF;
     RETURN NULL;

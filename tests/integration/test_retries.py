@@ -3,6 +3,8 @@ failures, dead letters and their replay, and seed 002's non-critical stages."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -108,7 +110,7 @@ async def test_retry_later__waits_without_spending_an_attempt(
     event = await one(db, "SELECT status, attempts FROM marketing.pipeline_events")
     assert (event["status"], event["attempts"]) == ("processed", 1)
     assert len(calls) == 3
-    assert min(b - a for a, b in zip(calls, calls[1:], strict=False)) >= 0.2
+    assert min(b - a for a, b in itertools.pairwise(calls)) >= 0.2
     assert await db.fetchval("SELECT count(*) FROM marketing.pipeline_errors") == 0
 
 
@@ -141,8 +143,11 @@ async def test_cascade_dlq_replay__puts_a_type_back_in_the_queue(
 
     replay = [sys.executable, "-m", "cascade.cli", "dlq", "replay", "--event-type", "test_flaky"]
     env = {**os.environ, "DATABASE_URL": database_url}
-    first = subprocess.run(replay, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    second = subprocess.run(replay, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    def run_replay() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(replay, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+
+    first = await asyncio.to_thread(run_replay)
+    second = await asyncio.to_thread(run_replay)
 
     assert first.stdout.strip() == "replayed 1 dead letter(s)", first.stderr
     assert second.stdout.strip() == "replayed 0 dead letter(s)", second.stderr

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from cascade.handling import Deps, Registry
 
 RECORD_EFFECT: LiteralString = """
-    INSERT INTO cascade_test.effects (event_id, event_type, item_id, attempt, pid, started, finished)
+    INSERT INTO cascade_test.effects
+           (event_id, event_type, item_id, attempt, pid, started, finished)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 ADVANCE: LiteralString = "UPDATE cascade_test.items SET stage = $2 WHERE id = $1"
@@ -38,7 +39,11 @@ Handle = Callable[[Any, Deps], Awaitable[None]]
 
 
 def handler_module(
-    event_type: str, handle: Handle, payload: type[BaseModel] = ItemPayload, *, external: bool = False
+    event_type: str,
+    handle: Handle,
+    payload: type[BaseModel] = ItemPayload,
+    *,
+    external: bool = False,
 ) -> ModuleType:
     """A handler module made in code: tests need many small ones."""
     module = ModuleType(f"tests.support.handlers.{event_type}")
@@ -49,12 +54,20 @@ def handler_module(
     return module
 
 
-async def record_effect(deps: Deps, item: ItemPayload, started: float, next_stage: int | None) -> None:
+async def record_effect(
+    deps: Deps, item: ItemPayload, started: float, next_stage: int | None
+) -> None:
     async with deps.completing_transaction() as tx:
         event = deps.event
         await tx.execute(
-            RECORD_EFFECT, event.id, event.event_type, item.id, event.attempt, os.getpid(),
-            started, time.time(),
+            RECORD_EFFECT,
+            event.id,
+            event.event_type,
+            item.id,
+            event.attempt,
+            os.getpid(),
+            started,
+            time.time(),
         )
         if next_stage is not None:
             await tx.execute(ADVANCE, item.id, next_stage)

@@ -25,7 +25,9 @@ def quick_settings(url: str, **overrides: Any) -> ListenerSettings:
     return ListenerSettings(database_url=url, **values)
 
 
-async def drain(url: str, registry: Registry, *, timeout: float = 30.0, **overrides: Any) -> Listener:
+async def drain(
+    url: str, registry: Registry, *, timeout: float = 30.0, **overrides: Any
+) -> Listener:
     """Runs a listener until nothing is pending, retrying or in flight."""
     listener = Listener(quick_settings(url, **overrides), registry)
     await asyncio.wait_for(listener.run(until_idle=True), timeout)

@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from cascade.handling import Deps, Registry
-from listener import EventTypeSettings, ListenerSettings, judge_failure
+from cascade.retries import EventTypeSettings, bounded_delay, judge_failure, storable
+from listener import ListenerSettings
 from tests.support.handlers import handler_module, stage
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schema"
@@ -107,3 +108,13 @@ def test_registry__sorts_external_handlers_onto_the_lease_path() -> None:
     )
 
     assert registry.external_types == frozenset({"test_external"})
+
+
+def test_bounded_delay__keeps_delays_storable() -> None:
+    assert bounded_delay(float("inf")) == 7 * 24 * 3600
+    assert bounded_delay(float("nan")) == 0.0
+    assert bounded_delay(-5) == 0.0
+
+
+def test_storable__escapes_nul_bytes_postgres_would_refuse() -> None:
+    assert storable("bad\x00byte") == "bad\\x00byte"
