@@ -569,6 +569,8 @@ class Listener:
             except Exception as exc:
                 if _connection_lost(conn, exc):
                     raise  # the database went away: not the event's fault, nothing to record
+                if not one_by_one and isinstance(exc, asyncpg.InFailedSQLTransactionError):
+                    raise  # an earlier handler broke the transaction: find it one by one
                 raise HandlerRaised(index, exc, (time.perf_counter() - begin) * 1000) from exc
             end = time.perf_counter()
             ids.append(event.id)
