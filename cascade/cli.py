@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, LiteralString
@@ -177,6 +178,12 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_psql(psql_args: Sequence[str]) -> int:
+    """psql on Cascade's database, e.g. `cascade psql -f maintenance/vacuum.sql`."""
+    with database.database_url() as url:
+        return subprocess.call([database.psql_executable(), url, *psql_args])
+
+
 def cmd_not_built(args: argparse.Namespace) -> int:
     print(
         f"cascade {args.command}: not available yet; it arrives with the enrichment phase "
@@ -240,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="every dead letter")
     replay.set_defaults(func=cmd_dlq_replay)
 
+    sub.add_parser(
+        "psql",
+        help="psql on Cascade's database; the arguments go to psql "
+        "(e.g. -f maintenance/vacuum.sql)",
+        add_help=False,
+    )
+
     for name in ("kickoff", "import"):
         not_built = sub.add_parser(name, help="arrives with the enrichment phase (issue 3)")
         not_built.add_argument("rest", nargs="*")
@@ -248,8 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     logs.configure()
+    if arguments[:1] == ["psql"]:
+        # Everything after `psql` is psql's, options included; argparse would claim them.
+        sys.exit(cmd_psql(arguments[1:]))
+    args = build_parser().parse_args(arguments)
     sys.exit(args.func(args))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -131,3 +132,16 @@ def with_database(url: str, dbname: str) -> str:
     """The same server's URL with another database name (keeps host, port, user, query)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def psql_executable() -> str:
+    """The psql shipped with the embedded server (so it matches it), else the one on PATH."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    bundled = Path(POSTGRES_BIN_PATH) / "psql"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("psql")
+    if found is None:
+        raise FileNotFoundError("no psql: neither pgserver's nor one on PATH")
+    return found
