@@ -864,6 +864,7 @@ class Listener:
             # Registered afresh with sleeping = false: every lane must arm again.
             log.warning("listener registration was lost; registered again")
             self._gate.forget()
+            self._doorbell.ring()  # loops waiting as "armed" must wake and arm again
 
     def _log_throughput(self, before: Counters, seconds: float) -> None:
         c = self.counters
