@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -257,15 +256,7 @@ async def test_sigterm__finishes_what_it_can_and_gives_back_the_rest(
         return len(provider.keys()) == 4
 
     await eventually(calls_in_flight, timeout=20)
-    stopping.signal(signal.SIGTERM)
-    signalled = time.monotonic()
-
-    async def exited() -> bool:
-        return stopping.exited()
-
-    await eventually(exited, timeout=10)
-    assert time.monotonic() - signalled < 5
-    assert stopping.popen.returncode == 0, stopping.stderr()
+    assert await stopping.terminate() < 5
     after_stop = await db.fetch(
         "SELECT (payload->>'id')::int AS item, status, attempts, lease_owner, lease_expires_at"
         "  FROM marketing.pipeline_events ORDER BY item"
@@ -307,15 +298,7 @@ async def test_sigterm__rolls_back_a_locked_batch_it_cannot_finish(
         return bool(await db.fetchval(CLAIMED_BATCHES))
 
     await eventually(batch_in_flight, timeout=20)
-    stopping.signal(signal.SIGTERM)
-    signalled = time.monotonic()
-
-    async def exited() -> bool:
-        return stopping.exited()
-
-    await eventually(exited, timeout=10)
-    assert time.monotonic() - signalled < 5
-    assert stopping.popen.returncode == 0, stopping.stderr()
+    assert await stopping.terminate() < 5
     assert await status_counts(db) == {"pending": 3}
     assert await db.fetchval("SELECT max(attempts) FROM marketing.pipeline_events") == 0
     assert await db.fetchval("SELECT count(*) FROM cascade_test.effects") == 0

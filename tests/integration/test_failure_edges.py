@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import asyncpg
+import pytest
 
 from cascade.handling import Deps, Registry, RetryLater
 from tests.support.handlers import ItemPayload, handler_module, stage
@@ -39,31 +40,26 @@ def raising(exc: Exception) -> Registry:
     return Registry((handler_module("test_flaky", handle),))
 
 
-async def test_handler_timeout__is_the_handlers_failure_not_a_lost_connection(
-    db: asyncpg.Connection, database_url: str
+@pytest.mark.parametrize(
+    ("error", "stored"),
+    [
+        # A TimeoutError is an OSError, like a lost connection; the connection is fine.
+        (TimeoutError("provider took too long"), "TimeoutError: provider took too long"),
+        # PostgreSQL refuses NUL bytes in text.
+        (ValueError("bad\x00byte"), "ValueError: bad\\x00byte"),
+    ],
+    ids=["timeout-is-the-handlers-failure", "nul-byte-is-escaped"],
+)
+async def test_failing_handler__error_is_recorded_once_not_looped(
+    db: asyncpg.Connection, database_url: str, error: Exception, stored: str
 ) -> None:
     await db.execute(ONE_ATTEMPT, "test_flaky", True)
     await db.execute(ITEM_EVENTS, "test_flaky", 3)
 
-    await drain(database_url, raising(TimeoutError("provider took too long")), timeout=10)
+    await drain(database_url, raising(error), timeout=10)
 
     assert await statuses(db) == {"processed": 2, "dead": 1}
-    dead = await one(db, "SELECT record_id, last_error FROM marketing.vw_dead_letters")
-    assert dead["last_error"] == "TimeoutError: provider took too long"
-
-
-async def test_error_message_with_a_nul_byte__is_stored_escaped(
-    db: asyncpg.Connection, database_url: str
-) -> None:
-    await db.execute(ONE_ATTEMPT, "test_flaky", True)
-    await db.execute(ITEM_EVENTS, "test_flaky", 3)
-
-    await drain(database_url, raising(ValueError("bad\x00byte")), timeout=10)
-
-    assert await statuses(db) == {"processed": 2, "dead": 1}
-    assert await db.fetchval("SELECT last_error FROM marketing.vw_dead_letters") == (
-        "ValueError: bad\\x00byte"
-    )
+    assert await db.fetchval("SELECT last_error FROM marketing.vw_dead_letters") == stored
 
 
 async def test_endless_retry_after__waits_a_week_at_most(

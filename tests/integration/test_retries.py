@@ -143,6 +143,7 @@ async def test_cascade_dlq_replay__puts_a_type_back_in_the_queue(
 
     replay = [sys.executable, "-m", "cascade.cli", "dlq", "replay", "--event-type", "test_flaky"]
     env = {**os.environ, "DATABASE_URL": database_url}
+
     def run_replay() -> subprocess.CompletedProcess[str]:
         return subprocess.run(replay, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
 

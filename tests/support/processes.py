@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cascade.database import PROJECT_ROOT
+from tests.support.waiting import eventually
 
 # Short intervals so that a subprocess listener reacts within tests' timeouts.
 QUICK_ENV: Mapping[str, str] = {
@@ -47,6 +49,18 @@ class ListenerProcess:
 
     def signal(self, signum: signal.Signals) -> None:
         self.popen.send_signal(signum)
+
+    async def terminate(self) -> float:
+        """SIGTERM, then waits for a clean exit (status 0); returns the seconds it took."""
+        self.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        async def exited() -> bool:
+            return self.exited()
+
+        await eventually(exited, timeout=10)
+        assert self.popen.returncode == 0, self.stderr()
+        return time.monotonic() - signalled
 
     def kill(self) -> None:
         """SIGKILL, then reap: a crash, as far as the database can tell."""
