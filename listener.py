@@ -85,6 +85,11 @@ CLAIM_LOCKED: LiteralString = """
        FOR UPDATE SKIP LOCKED
 """
 
+TAKE_SAVEPOINT: LiteralString = "SAVEPOINT cascade_batch"
+ROLL_BACK_SAVEPOINT: LiteralString = (
+    "ROLLBACK TO SAVEPOINT cascade_batch; RELEASE SAVEPOINT cascade_batch"
+)
+
 # Completes a locked batch in one statement. Times come from the database's clock (the
 # listener's may differ); $2 is how long ago each handler started, $3 how long it ran.
 COMPLETE_LOCKED: LiteralString = """
@@ -316,8 +321,39 @@ class HandlerRaised(Exception):
         self.duration_ms = duration_ms
 
 
+class BatchSavepoint:
+    """The locked path's savepoint, taken lazily just before the first statement any handler
+    of the batch sends, so a batch whose handlers write nothing pays no round trip for it.
+    Rolling back to it undoes the handlers' writes and keeps the claim's row locks."""
+
+    __slots__ = ("_conn", "taken")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.taken = False
+
+    async def take(self) -> None:
+        if not self.taken:
+            await self._conn.execute(TAKE_SAVEPOINT)
+            self.taken = True
+
+    async def roll_back(self) -> None:
+        """Back to the savepoint, which is then released: what is written next (a failure's
+        record) must survive a later roll-back, so the next savepoint is taken after it."""
+        if self.taken:
+            await self._conn.execute(ROLL_BACK_SAVEPOINT)
+            self.taken = False
+
+
 class ListenerCrashed(RuntimeError):
     """One of the listener's loops died of an error it could not survive."""
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The work pool's reset on release: nothing. asyncpg's default sends a reset query
+    (RESET ALL, UNLISTEN *, ...) on every release, a round trip per batch; everything the
+    engine and handlers do on these connections is transaction-scoped (set_config with
+    is_local, advisory xact locks), and asyncpg itself still rolls back an open transaction."""
 
 
 def _connection_lost(conn: Connection, exc: BaseException) -> bool:
@@ -374,7 +410,11 @@ class Listener:
         settings = self.settings
         connect: dict[str, Any] = {"server_settings": {"application_name": "cascade-listener"}}
         self._pool = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=settings.pool_size, **connect
+            settings.database_url,
+            min_size=1,
+            max_size=settings.pool_size,
+            reset=_keep_session,
+            **connect,
         )
         self._control = await asyncpg.create_pool(
             settings.database_url, min_size=1, max_size=2, **connect
@@ -520,37 +560,41 @@ class Listener:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_LOCKED, self._leased_types, self.settings.batch_size)
             events = [Event.from_row(r, leased_by=None) for r in rows]
+            savepoint = BatchSavepoint(conn)
             completed = 0
             one_by_one = False
             while events:
                 try:
-                    # One savepoint per batch, not per event: a failing handler rolls back the
-                    # batch's writes but keeps the claim's row locks, so no other listener can
-                    # take these events while their outcome is settled here.
-                    async with conn.transaction():
-                        completed = await self._run_batch(conn, events, one_by_one=one_by_one)
+                    completed = await self._run_batch(conn, events, savepoint, one_by_one)
                     break
                 except HandlerRaised as raised:
                     # The failing event's outcome comes from the error in hand (its handler
                     # does not run twice); the events before it ran fine and run again; the
                     # events after it are released at commit for the next claim.
+                    await savepoint.roll_back()
                     await self._settle_failure(conn, events[raised.index], raised)
                     events = events[: raised.index]
                 except asyncpg.PostgresError:
                     # The batch broke its transaction without any handler raising: one caught
                     # a SQL error and returned. Run it again, a savepoint per event, to find it.
-                    if one_by_one or conn.is_closed():
+                    if one_by_one or not savepoint.taken or conn.is_closed():
                         raise
+                    await savepoint.roll_back()
                     one_by_one = True
         self.counters.processed += completed
         return len(rows)
 
-    async def _run_batch(self, conn: Connection, events: list[Event], *, one_by_one: bool) -> int:
-        """Every handler in the claiming transaction, then one completing UPDATE."""
+    async def _run_batch(
+        self, conn: Connection, events: list[Event], savepoint: BatchSavepoint, one_by_one: bool
+    ) -> int:
+        """Every handler in the claiming transaction, then one completing UPDATE. The batch
+        savepoint (see BatchSavepoint) is what a failure rolls back to."""
         ids: list[int] = []
         started: list[float] = []
         durations: list[float] = []
         debug = log.isEnabledFor(logging.DEBUG)
+        if one_by_one:
+            await savepoint.take()  # outermost, below the per-event savepoints
         for index, event in enumerate(events):
             admitted = self._admit(event)
             if isinstance(admitted, Rejection):
@@ -560,7 +604,8 @@ class Listener:
             if debug:
                 log.debug("stage started", extra=event.fields())
             try:
-                deps = self._locked_deps(conn, event)
+                info = event.info()
+                deps = self._deps(info, functools.partial(AlreadyOpen, conn, info, savepoint.take))
                 if one_by_one:
                     async with conn.transaction():
                         await handler.handle(payload, deps)
@@ -590,10 +635,6 @@ class Listener:
                 await self._reject(conn, event, admitted)
         else:
             await self._record_outcome(conn, event, raised.error, raised.duration_ms)
-
-    def _locked_deps(self, conn: Connection, event: Event) -> Deps:
-        info = event.info()
-        return self._deps(info, functools.partial(AlreadyOpen, conn, info))
 
     # -- the lease path -----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, LiteralString, TypeAlias
+from typing import Any, LiteralString, NamedTuple, TypeAlias
 
 import asyncpg
 import httpx
@@ -53,9 +53,9 @@ class LeaseLost(Exception):
     """Another listener rescued the event; this one's results must not be written."""
 
 
-@dataclass(frozen=True, slots=True)
-class EventInfo:
-    """The event being handled, as the handler may need it."""
+class EventInfo(NamedTuple):
+    """The event being handled, as the handler may need it. (A NamedTuple: one is made for
+    every event, and it is the cheapest immutable record Python has.)"""
 
     id: int
     event_type: str
@@ -65,22 +65,34 @@ class EventInfo:
     correlation_id: str | None
 
 
+FirstStatementHook = Callable[[], Awaitable[None]]
+
+
 class Tx:
     """The handler's transaction: asyncpg's query methods, with the lineage context set lazily.
 
     The context costs a round trip, so it is sent only before the handler's first statement;
-    a handler that writes nothing pays nothing.
+    a handler that writes nothing pays nothing. `before_first_statement` lets the engine do
+    the same with its own set-up (the locked path's batch savepoint).
     """
 
-    __slots__ = ("_conn", "_context_set", "_event")
+    __slots__ = ("_before", "_conn", "_context_set", "_event")
 
-    def __init__(self, conn: Connection, event: EventInfo) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        event: EventInfo,
+        before_first_statement: FirstStatementHook | None = None,
+    ) -> None:
         self._conn = conn
         self._event = event
+        self._before = before_first_statement
         self._context_set = False
 
     async def _context(self) -> None:
         if not self._context_set:
+            if self._before is not None:
+                await self._before()
             event = self._event
             await self._conn.execute(
                 SET_EVENT_CONTEXT, str(event.id), str(event.run_id), event.correlation_id or ""
@@ -116,14 +128,17 @@ class AlreadyOpen:
     """The locked path's completing transaction: the claim's own, already open, which the
     engine commits with the event's completion."""
 
-    __slots__ = ("_conn", "_event")
+    __slots__ = ("_before", "_conn", "_event")
 
-    def __init__(self, conn: Connection, event: EventInfo) -> None:
+    def __init__(
+        self, conn: Connection, event: EventInfo, before_first_statement: FirstStatementHook
+    ) -> None:
         self._conn = conn
         self._event = event
+        self._before = before_first_statement
 
     async def __aenter__(self) -> Tx:
-        return Tx(self._conn, self._event)
+        return Tx(self._conn, self._event, self._before)
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
