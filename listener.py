@@ -263,40 +263,41 @@ class ListenerSettings:
 # Events
 
 
-@dataclass(slots=True)
 class Event:
-    id: int
-    event_type: str
-    payload: str
-    record_id: int | None
-    unique_id: str | None
-    run_id: int
-    correlation_id: str | None
-    attempts: int  # the row's attempts when claimed
-    attempt: int  # this attempt's number, from 1
-    lease_owner: str | None
+    """A claimed event: `info` (what its handler may see) and what the engine needs besides.
+    One is made for every claimed row, so it is a slotted class built by unpacking the row."""
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record, *, leased_by: str | None) -> Event:
-        attempts = row["attempts"]
-        return cls(
-            id=row["id"],
-            event_type=row["event_type"],
-            payload=row["payload"],
-            record_id=row["record_id"],
-            unique_id=row["unique_id"],
-            run_id=row["run_id"] or row["id"],
-            correlation_id=row["correlation_id"],
-            attempts=attempts,
-            # A leased claim has already counted this attempt; a locked one counts it on commit.
-            attempt=attempts if leased_by else attempts + 1,
-            lease_owner=leased_by,
-        )
+    __slots__ = ("attempts", "info", "lease_owner", "payload", "unique_id")
 
-    def info(self) -> EventInfo:
-        return EventInfo(
-            self.id, self.event_type, self.attempt, self.run_id, self.record_id, self.correlation_id
+    def __init__(self, row: asyncpg.Record, *, leased_by: str | None) -> None:
+        # The column order of CLAIM_LOCKED and CLAIM_LEASED.
+        event_id, event_type, payload, record_id, unique_id, run_id, correlation_id, attempts = row
+        # A leased claim has already counted this attempt; a locked one counts it on commit.
+        attempt = attempts if leased_by else attempts + 1
+        self.info = EventInfo(
+            event_id, event_type, attempt, run_id or event_id, record_id, correlation_id
         )
+        self.payload: str = payload
+        self.unique_id: str | None = unique_id
+        self.attempts: int = attempts  # the row's attempts when claimed
+        self.lease_owner = leased_by
+
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    @property
+    def event_type(self) -> str:
+        return self.info.event_type
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.info.attempt
+
+    @property
+    def run_id(self) -> int:
+        return self.info.run_id
 
     def fields(self, **more: Any) -> dict[str, Any]:
         return {
@@ -566,7 +567,7 @@ class Listener:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_LOCKED, self._leased_types, self.settings.batch_size)
-            events = [Event.from_row(r, leased_by=None) for r in rows]
+            events = [Event(r, leased_by=None) for r in rows]
             savepoint = BatchSavepoint(conn)
             completed = 0
             one_by_one = False
@@ -611,7 +612,7 @@ class Listener:
             if debug:
                 log.debug("stage started", extra=event.fields())
             try:
-                info = event.info()
+                info = event.info
                 deps = self._deps(info, functools.partial(AlreadyOpen, conn, info, savepoint.take))
                 if one_by_one:
                     async with conn.transaction():
@@ -657,7 +658,7 @@ class Listener:
             CLAIM_LEASED, self.listener_id, self._leased_types, room, self.settings.lease_seconds
         )
         for row in rows:
-            event = Event.from_row(row, leased_by=self.listener_id)
+            event = Event(row, leased_by=self.listener_id)
             key = (event.id, event.attempt)
             task = asyncio.create_task(self._run_leased(event))
             self._leased[key] = (event, task)
@@ -687,12 +688,12 @@ class Listener:
             async with pool.acquire() as conn, conn.transaction():
                 if not await conn.fetchval(HOLD_LEASE, event.id, event.attempt, event.lease_owner):
                     raise LeaseLost(f"event {event.id} attempt {event.attempt} was rescued")
-                yield Tx(conn, event.info())
+                yield Tx(conn, event.info)
                 await conn.execute(COMPLETE_LEASED, event.id, (time.perf_counter() - begin) * 1000)
                 if limited:
                     await conn.execute(NOTIFY)  # a slot is free for every listener, not just us
 
-        deps = self._deps(event.info(), holding_lease)
+        deps = self._deps(event.info, holding_lease)
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             log.debug("stage started", extra=event.fields())
@@ -721,25 +722,26 @@ class Listener:
 
     def _admit(self, event: Event) -> tuple[Handler, Any] | Rejection:
         """Process key, handler and payload checks: what fails here can never succeed."""
-        if not self._process_key_mapped(event):
-            key = event.unique_id or event.event_type
+        event_type = event.info.event_type
+        key = event.unique_id
+        if event_type not in self._step_names if key is None else key not in self._process_keys:
             return Rejection(
-                f"UNMAPPED UNIQUE_ID: {key} not found in shq_process_key_reference", unmapped=True
+                f"UNMAPPED UNIQUE_ID: {key or event_type} not found in shq_process_key_reference",
+                unmapped=True,
             )
-        handler = self.registry.get(event.event_type)
+        handler = self.registry.get(event_type)
         if handler is None:
-            return Rejection(f"no handler registered for event type {event.event_type!r}")
+            return Rejection(f"no handler registered for event type {event_type!r}")
         try:
-            payload = handler.payload_model.model_validate_json(event.payload)
+            return handler, handler.validate_json(event.payload)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}"
                 for e in exc.errors()
             )
             return Rejection(
-                f"payload of {event.event_type} event {event.id} is invalid: {problems}"
+                f"payload of {event_type} event {event.info.id} is invalid: {problems}"
             )
-        return handler, payload
 
     async def _admit_fresh(self, event: Event) -> tuple[Handler, Any] | Rejection:
         """`_admit`, but an unmapped key is checked again against a fresh copy of the table
@@ -753,11 +755,6 @@ class Listener:
             await self._refresh_settings()
             admitted = self._admit(event)
         return admitted
-
-    def _process_key_mapped(self, event: Event) -> bool:
-        if event.unique_id is None:
-            return event.event_type in self._step_names
-        return event.unique_id in self._process_keys
 
     def _settings_of(self, event_type: str) -> EventTypeSettings:
         return self._type_settings.get(event_type, DEFAULT_TYPE_SETTINGS)

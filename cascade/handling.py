@@ -208,6 +208,10 @@ class Handler:
     external: bool
     module: str
 
+    def validate_json(self, payload: str) -> Any:
+        """The payload, validated from the JSON text as stored (what production sees)."""
+        return self.payload_model.__pydantic_validator__.validate_json(payload)
+
 
 def _handler_from_module(module: ModuleType) -> Handler:
     name = module.__name__
