@@ -107,7 +107,8 @@ async def test_manual_seed_insert__is_processed_like_any_other_event(
     await drain(database_url, registry)
 
     assert [(p.record_id, p.company_name) for p in seen] == [(999, "Test Company")]
-    assert await db.fetchval("SELECT status FROM marketing.pipeline_events") == "processed"
+    event = await one(db, "SELECT status, record_id FROM marketing.pipeline_events")
+    assert dict(event) == {"status": "processed", "record_id": 999}
 
 
 async def test_unknown_event_type__becomes_a_dead_letter_that_says_why(
@@ -202,3 +203,19 @@ async def test_failing_event__does_not_cost_its_batch_neighbours_their_work(
     )
     dead = await one(db, "SELECT record_id, attempts FROM marketing.vw_dead_letters")
     assert dict(dead) == {"record_id": 50, "attempts": 2}
+
+
+async def test_record_id__taken_from_the_payload_only_when_it_is_a_whole_number(
+    db: asyncpg.Connection,
+) -> None:
+    await db.execute(
+        "INSERT INTO marketing.pipeline_events (event_type, payload) VALUES"
+        " ('x', '{\"record_id\": 7}'), ('x', '{\"record_id\": \"slot_123\"}'), ('x', '{}')"
+    )
+    await db.execute(
+        "INSERT INTO marketing.pipeline_events (event_type, payload, record_id)"
+        " VALUES ('x', '{\"record_id\": 8}', 9)"
+    )
+
+    rows = await db.fetch("SELECT record_id FROM marketing.pipeline_events ORDER BY id")
+    assert [r["record_id"] for r in rows] == [7, None, None, 9]
