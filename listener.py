@@ -72,17 +72,25 @@ log = logging.getLogger("cascade.listener")
 # ---------------------------------------------------------------------------------------------
 # Queries. Every statement the listener sends is here, by name.
 
-# The locked path's claim. Matches pipeline_events_claimable_idx's predicate, so it reads only
-# claimable rows. Row locks last until the batch commits or the connection dies.
+# The locked path's claim: up to $2 due events of each type in $1 (the types this listener
+# handles on this path), oldest due first. Per type, through pipeline_events_claimable_idx
+# (event_type, run_after, id), so it never walks past another type's backlog or retries not
+# yet due. Row locks last until the batch commits or the connection dies.
 CLAIM_LOCKED: LiteralString = """
-    SELECT id, event_type, payload::text AS payload, record_id, unique_id, run_id,
-           correlation_id, attempts
-      FROM marketing.pipeline_events
-     WHERE status IN ('pending', 'failed') AND run_after <= now()
-       AND event_type <> ALL ($1::text[])
-     ORDER BY id
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
+    SELECT due.id, due.event_type, due.payload, due.record_id, due.unique_id, due.run_id,
+           due.correlation_id, due.attempts
+      FROM unnest($1::text[]) AS t(event_type)
+     CROSS JOIN LATERAL (
+           SELECT e.id, e.event_type, e.payload::text AS payload, e.record_id, e.unique_id,
+                  e.run_id, e.correlation_id, e.attempts, e.run_after
+             FROM marketing.pipeline_events AS e
+            WHERE e.event_type = t.event_type
+              AND e.status IN ('pending', 'failed')
+              AND e.run_after <= now()
+            ORDER BY e.run_after, e.id
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED) AS due
+     ORDER BY due.run_after, due.id
 """
 
 TAKE_SAVEPOINT: LiteralString = "SAVEPOINT cascade_batch"
@@ -174,13 +182,16 @@ EXTEND_LEASES: LiteralString = """
 """
 
 RESCUE_EXPIRED: LiteralString = "SELECT marketing.rescue_expired_leases()"
+# $1: grace seconds; $2: how recent a heartbeat counts as a live listener.
+BURY_UNHANDLED: LiteralString = "SELECT marketing.bury_unhandled_events($1, $2)"
 NOTIFY: LiteralString = "SELECT pg_notify('cascade_events', '')"
 
 # Registers this listener or renews its heartbeat. An upsert, because the row can vanish under
 # a running listener: the table is unlogged (crash recovery empties it), and a listener that
 # stalled is forgotten by the others. `inserted` tells the listener that it was.
 HEARTBEAT_LISTENER: LiteralString = """
-    INSERT INTO marketing.listeners (listener_id, hostname, pid) VALUES ($1, $2, $3)
+    INSERT INTO marketing.listeners (listener_id, hostname, pid, event_types)
+    VALUES ($1, $2, $3, $4)
         ON CONFLICT (listener_id) DO UPDATE SET heartbeat_at = now()
     RETURNING (xmax = 0) AS inserted
 """
@@ -239,6 +250,9 @@ class ListenerSettings:
     drain_timeout: float = 10.0  # seconds SIGTERM waits for in-flight work before releasing it
     stats_interval: float = 10.0  # seconds between throughput log lines
     refresh_interval: float = 10.0  # seconds between reloads of event types and process keys
+    # An event of a type that no live listener handles is dead-lettered once it is this old:
+    # raise it while deploying a new stage whose listeners may start after its first events.
+    unhandled_grace: float = 0.0  # seconds
 
     @classmethod
     def from_env(
@@ -398,7 +412,9 @@ class Listener:
         self._process_keys: set[str] = set()
         self._step_names: set[str] = set()
         self._keys_loaded_at = 0.0
+        self._handled_types: list[str] = sorted(h.event_type for h in registry)
         self._leased_types: list[str] = sorted(registry.external_types)
+        self._locked_types: list[str] = sorted(set(self._handled_types) - set(self._leased_types))
         self._leased: dict[LeaseKey, tuple[Event, asyncio.Task[None]]] = {}
         self._busy_loops = 0
         self._crash: BaseException | None = None
@@ -425,7 +441,7 @@ class Listener:
         self._control = await asyncpg.create_pool(
             settings.database_url, min_size=1, max_size=2, **connect
         )
-        self._gate = SleepGate(self._control, self.listener_id)
+        self._gate = SleepGate(self._control, self.listener_id, self._handled_types)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
         try:
             await self._heartbeat()
@@ -566,7 +582,7 @@ class Listener:
     async def _claim_and_run_locked(self) -> int:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(CLAIM_LOCKED, self._leased_types, self.settings.batch_size)
+            rows = await conn.fetch(CLAIM_LOCKED, self._locked_types, self.settings.batch_size)
             events = [Event(r, leased_by=None) for r in rows]
             savepoint = BatchSavepoint(conn)
             completed = 0
@@ -852,6 +868,7 @@ class Listener:
         }
         limited = {t for t, s in self._type_settings.items() if s.concurrency_limit is not None}
         self._leased_types = sorted(self.registry.external_types | limited)
+        self._locked_types = sorted(set(self._handled_types) - set(self._leased_types))
         keys = await self._control.fetch(LOAD_PROCESS_KEYS)
         self._process_keys = {r["unique_id"] for r in keys}
         self._step_names = {r["step_name"] for r in keys}
@@ -897,13 +914,25 @@ class Listener:
         rescued = await control.fetchval(RESCUE_EXPIRED)
         if rescued:
             log.warning("rescued events with expired leases", extra={"rescued": rescued})
+        buried = await control.fetchval(
+            BURY_UNHANDLED, self.settings.unhandled_grace, self.settings.lease_seconds
+        )
+        if buried:
+            self.counters.dead += buried
+            log.error(
+                "dead letters: no running listener handles their type", extra={"dead": buried}
+            )
         await control.execute(FORGET_DEAD_LISTENERS, self.settings.lease_seconds * 3)
 
     async def _heartbeat(self) -> None:
         assert self._control is not None
         assert self._gate is not None
         inserted = await self._control.fetchval(
-            HEARTBEAT_LISTENER, self.listener_id, socket.gethostname(), os.getpid()
+            HEARTBEAT_LISTENER,
+            self.listener_id,
+            socket.gethostname(),
+            os.getpid(),
+            self._handled_types,
         )
         if inserted and self._gate.sleeping:
             # Registered afresh with sleeping = false: every lane must arm again.

@@ -6,6 +6,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import asyncpg
@@ -59,7 +60,9 @@ async def _wait_for(url: str, probe: LiteralString, timeout: float, failure: str
         await conn.close()
 
 
-async def time_claims(url: str, samples: int) -> tuple[float, str]:
+async def time_claims(
+    url: str, samples: int, event_types: Sequence[str] = ("bench_noop",)
+) -> tuple[float, str]:
     """Cascade's own claim query (batch 100), `samples` times, each rolled back: the median
     in milliseconds, and how the planner reads the table ('Index Scan', 'Bitmap Heap Scan')."""
     conn = await asyncpg.connect(url)
@@ -69,10 +72,10 @@ async def time_claims(url: str, samples: int) -> tuple[float, str]:
             tx = conn.transaction()
             await tx.start()
             start = time.perf_counter()
-            await conn.fetch(CLAIM_LOCKED, [], 100)
+            await conn.fetch(CLAIM_LOCKED, event_types, 100)
             times.append((time.perf_counter() - start) * 1000)
             await tx.rollback()
-        plan = json.loads(await conn.fetchval(EXPLAIN_CLAIM, [], 100))
+        plan = json.loads(await conn.fetchval(EXPLAIN_CLAIM, event_types, 100))
     finally:
         await conn.close()
     return statistics.median(times), _scan_node(plan[0]["Plan"])

@@ -21,7 +21,8 @@ CHANNEL = "cascade_events"
 
 # An upsert, like the heartbeat: the row may have vanished (an unlogged table after a crash).
 SET_SLEEPING: LiteralString = """
-    INSERT INTO marketing.listeners (listener_id, hostname, pid, sleeping) VALUES ($1, $2, $3, $4)
+    INSERT INTO marketing.listeners (listener_id, hostname, pid, sleeping, event_types)
+    VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (listener_id) DO UPDATE SET sleeping = EXCLUDED.sleeping
 """
 # The exclusive side of the writers' shared barrier lock: granted only when no transaction
@@ -54,9 +55,10 @@ class SleepGate:
     listeners cost writers nothing. Both run under one lock, so they cannot interleave.
     """
 
-    def __init__(self, pool: asyncpg.Pool, listener_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, listener_id: str, event_types: list[str]) -> None:
         self._pool = pool
         self._listener_id = listener_id
+        self._event_types = event_types  # for re-registering, should the row have vanished
         self._lock = asyncio.Lock()
         self._armed: set[str] = set()
         self._flag = False
@@ -94,7 +96,12 @@ class SleepGate:
 
     async def _set_flag(self, sleeping: bool) -> None:
         await self._pool.execute(
-            SET_SLEEPING, self._listener_id, socket.gethostname(), os.getpid(), sleeping
+            SET_SLEEPING,
+            self._listener_id,
+            socket.gethostname(),
+            os.getpid(),
+            sleeping,
+            self._event_types,
         )
         self._flag = sleeping
 

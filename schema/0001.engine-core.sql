@@ -52,13 +52,13 @@ ALTER TABLE marketing.pipeline_events SET (
     autovacuum_analyze_threshold = 1000
 );
 
--- The claim's only index: it holds just the claimable rows, so claiming costs the same with a
--- million processed events in the table as with none.
+-- The claims' only index. Partial: it holds just the claimable rows, so claiming costs the
+-- same with a million processed events in the table as with none. Keyed by type, then due
+-- time: a claim reads, per type it handles, the events that are due, oldest first, and never
+-- walks past another type's backlog or retries that are not due yet.
 CREATE INDEX pipeline_events_claimable_idx
-    ON marketing.pipeline_events (id) WHERE status IN ('pending', 'failed');
--- The lease path claims per type (claim_leased_events), so it reads its types' rows only.
-CREATE INDEX pipeline_events_claimable_type_idx
-    ON marketing.pipeline_events (event_type, id) WHERE status IN ('pending', 'failed');
+    ON marketing.pipeline_events (event_type, run_after, id)
+    WHERE status IN ('pending', 'failed');
 -- Leases in flight: concurrency counts per type and the rescue of expired leases.
 CREATE INDEX pipeline_events_leased_idx
     ON marketing.pipeline_events (event_type, lease_expires_at) WHERE status = 'processing';
@@ -189,5 +189,8 @@ CREATE UNLOGGED TABLE marketing.listeners (
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     sleeping     boolean     NOT NULL DEFAULT false,
+    -- The event types this listener has handlers for: an event of a type that no live
+    -- listener handles is dead-lettered (rescue sweep), never left pending for ever.
+    event_types  text[]      NOT NULL DEFAULT '{}',
     CONSTRAINT listeners_pkey PRIMARY KEY (listener_id)
 );

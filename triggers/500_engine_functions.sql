@@ -47,8 +47,8 @@ BEGIN
 END
 $$;
 
--- The leasing UPDATE itself: the oldest claimable events of the given types, skipping any
--- another listener holds.
+-- The leasing UPDATE itself: the events due first among the given types, skipping any another
+-- listener holds. Per type, through pipeline_events_claimable_idx (see CLAIM_LOCKED).
 CREATE OR REPLACE FUNCTION marketing.lease_events(
     p_owner text, p_event_types text[], p_limit integer, p_lease_seconds double precision
 ) RETURNS SETOF marketing.pipeline_events
@@ -59,14 +59,19 @@ LANGUAGE sql AS $$
            lease_owner = p_owner,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
            started_at = clock_timestamp()
-     WHERE e.id IN (SELECT c.id
-                      FROM marketing.pipeline_events AS c
-                     WHERE c.status IN ('pending', 'failed')
-                       AND c.run_after <= now()
-                       AND c.event_type = ANY (p_event_types)
-                     ORDER BY c.id
-                     LIMIT p_limit
-                       FOR UPDATE SKIP LOCKED)
+     WHERE e.id IN (SELECT due.id
+                      FROM unnest(p_event_types) AS t(event_type)
+                     CROSS JOIN LATERAL (
+                           SELECT c.id, c.run_after
+                             FROM marketing.pipeline_events AS c
+                            WHERE c.event_type = t.event_type
+                              AND c.status IN ('pending', 'failed')
+                              AND c.run_after <= now()
+                            ORDER BY c.run_after, c.id
+                            LIMIT p_limit
+                              FOR UPDATE SKIP LOCKED) AS due
+                     ORDER BY due.run_after, due.id
+                     LIMIT p_limit)
     RETURNING e.*;
 $$;
 
@@ -139,5 +144,49 @@ BEGIN
         PERFORM pg_notify('cascade_events', '');
     END IF;
     RETURN v_replayed;
+END
+$$;
+
+-- Dead-letters events that no running listener can handle: their type is in no live
+-- listener's event_types (listeners register theirs with every heartbeat). Events older than
+-- p_grace_seconds only, so a deploy that starts the new handler's listener a little late can
+-- be given time. Claims read per handled type, so without this such events would wait for
+-- ever. At most 1,000 a call; SKIP LOCKED keeps concurrent sweeps out of each other's way.
+CREATE OR REPLACE FUNCTION marketing.bury_unhandled_events(
+    p_grace_seconds double precision, p_live_seconds double precision
+) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_buried integer;
+BEGIN
+    WITH live AS (
+        SELECT l.event_types FROM marketing.listeners AS l
+         WHERE l.heartbeat_at > now() - make_interval(secs => p_live_seconds)
+    ), handled AS (
+        SELECT DISTINCT unnest(live.event_types) AS event_type FROM live
+    ), unhandled AS (
+        SELECT e.id
+          FROM marketing.pipeline_events AS e
+         WHERE e.status IN ('pending', 'failed')
+           AND e.run_after <= now()
+           AND e.created_at <= now() - make_interval(secs => p_grace_seconds)
+           AND EXISTS (SELECT 1 FROM live)
+           AND e.event_type NOT IN (SELECT h.event_type FROM handled AS h)
+         LIMIT 1000
+           FOR UPDATE OF e SKIP LOCKED
+    ), buried AS (
+        UPDATE marketing.pipeline_events AS e
+           SET status = 'dead', outcome = 'dead', attempts = e.attempts + 1,
+               finished_at = clock_timestamp(),
+               last_error = format('no handler registered for event type %L', e.event_type)
+          FROM unhandled AS u
+         WHERE e.id = u.id
+        RETURNING e.id, e.event_type, e.record_id, e.attempts, e.last_error
+    )
+    INSERT INTO marketing.pipeline_errors
+           (event_id, event_type, record_id, error_message, severity, attempt)
+    SELECT id, event_type, record_id, last_error, 'critical', attempts FROM buried;
+    GET DIAGNOSTICS v_buried = ROW_COUNT;
+    RETURN v_buried;
 END
 $$;
