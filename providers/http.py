@@ -1,0 +1,208 @@
+"""The HTTP discipline every provider client follows: one request, short retries, typed faults.
+
+`Channel.send` sends one request through the provider's own `httpx.AsyncClient` and retries it
+with tenacity, in process and briefly (event-level retry is the listener's job):
+
+- 429: waits what `Retry-After` asks (seconds or an HTTP date), up to `max_retry_wait`. A
+  longer wait is not slept here: `ProviderRateLimited(retry_after)` goes up at once, so the
+  event is rescheduled instead of holding a worker.
+- 5xx, timeouts and transport errors: exponential backoff with jitter.
+- any other 4xx: never retried; `ProviderRejected` with the status and a short body excerpt.
+
+When the attempts run out, 5xx and transport errors become `ProviderUnavailable`, 429 becomes
+`ProviderRateLimited`. `Channel.parse` turns a body into the provider's pydantic model, and
+malformed JSON or JSON of the wrong shape into `ProviderUnavailable`: a provider answering
+nonsense is an outage, not a verdict.
+
+The concurrency semaphore is held per attempt, not across backoff sleeps, so a call waiting
+out a 429 does not keep another call from a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+import pydantic
+import tenacity
+
+from providers.base import ProviderRateLimited, ProviderRejected, ProviderUnavailable
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Sleep = Callable[[float], Awaitable[None]]
+
+# How much of an error body a fault message carries: enough to read the provider's reason,
+# short enough for a log line and an event's error column.
+BODY_EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one call tries. `max_retries` counts retries after the first attempt."""
+
+    max_retries: int = 3
+    max_retry_wait: float = 30.0  # seconds: the longest Retry-After slept in process
+    backoff_base: float = 0.5  # seconds: the first backoff's ceiling, doubled per retry
+    backoff_max: float = 8.0  # seconds: no single backoff is longer
+    sleep: Sleep = field(default=asyncio.sleep, compare=False)
+
+    def backoff(self, retry: int) -> float:
+        """Full jitter (AWS's "exponential backoff and jitter"): callers that failed together
+        come back spread out, not as a second burst."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
+        return random.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """A response the caller has to interpret, and how long getting it took (all attempts)."""
+
+    response: httpx.Response
+    latency_ms: float
+
+
+class _Retryable(Exception):
+    """One failed attempt worth another; `wait` is what the provider asked for, if anything."""
+
+    def __init__(
+        self, reason: str, *, wait: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.wait = wait
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One provider's HTTP client, retry policy and concurrency bound."""
+
+    provider: str
+    client: httpx.AsyncClient
+    policy: RetryPolicy = RetryPolicy()
+    limit: asyncio.Semaphore | None = None
+
+    async def send(self, request: httpx.Request, *, passthrough: Collection[int] = ()) -> Exchange:
+        """The provider's answer below 400, or one whose status is in `passthrough` (a status
+        the provider uses to say something other than "failed", like PDL's 404 "no match")."""
+        started = time.perf_counter()
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            stop=tenacity.stop_after_attempt(self.policy.max_retries + 1),
+            wait=self._wait,
+            sleep=self.policy.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = await retrying(self._attempt, request, passthrough)
+        except _Retryable as exhausted:
+            raise self._gave_up(exhausted) from exhausted
+        return Exchange(response, (time.perf_counter() - started) * 1000.0)
+
+    def parse(self, response: httpx.Response, model: type[M]) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except pydantic.ValidationError as error:
+            problem = "malformed JSON" if _is_json_error(error) else "unexpected JSON shape"
+            raise ProviderUnavailable(
+                self.provider,
+                f"{problem} in HTTP {response.status_code} answer: {excerpt(response)}",
+                status=response.status_code,
+            ) from error
+
+    def rejected(self, response: httpx.Response, reason: str | None = None) -> ProviderRejected:
+        detail = reason or excerpt(response)
+        return ProviderRejected(
+            self.provider, f"HTTP {response.status_code}: {detail}", status=response.status_code
+        )
+
+    async def _attempt(
+        self, request: httpx.Request, passthrough: Collection[int]
+    ) -> httpx.Response:
+        try:
+            async with self.limit or contextlib.nullcontext():
+                response = await self.client.send(request)
+        except httpx.TransportError as error:  # timeouts, refused or dropped connections
+            raise _Retryable(f"{type(error).__name__}: {error}") from error
+        status = response.status_code
+        if status < 400 or status in passthrough:
+            return response
+        if status == 429:
+            raise self._rate_limited(response.headers.get("Retry-After"))
+        if status >= 500:
+            raise _Retryable(f"HTTP {status}: {excerpt(response)}", status=status)
+        raise self.rejected(response)
+
+    def _rate_limited(self, retry_after: str | None) -> Exception:
+        wait = retry_after_seconds(retry_after)
+        if wait is not None and wait > self.policy.max_retry_wait:
+            return ProviderRateLimited(self.provider, wait)  # not worth holding a worker for
+        return _Retryable("HTTP 429", wait=wait, status=429)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, _Retryable) and failure.wait is not None:
+            return failure.wait
+        return self.policy.backoff(state.attempt_number)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info("%s: attempt %d failed (%s); retrying in %.2fs",
+                 self.provider, state.attempt_number, failure, wait)  # fmt: skip
+
+    def _gave_up(self, last: _Retryable) -> Exception:
+        if last.status == 429:
+            return ProviderRateLimited(
+                self.provider, last.wait if last.wait is not None else self.policy.max_retry_wait
+            )
+        attempts = self.policy.max_retries + 1
+        return ProviderUnavailable(
+            self.provider, f"{last} (after {attempts} attempts)", status=last.status
+        )
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """`Retry-After` in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3). Unparseable
+    values are ignored (None) rather than trusted."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until(text, now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _seconds_until(http_date: str, now: datetime | None) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT, even when it forgets to say so
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def excerpt(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[:BODY_EXCERPT_CHARS] + "..."
+    return text or "(empty body)"
+
+
+def _is_json_error(error: pydantic.ValidationError) -> bool:
+    return any(detail["type"] == "json_invalid" for detail in error.errors())
