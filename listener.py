@@ -55,6 +55,7 @@ from cascade.handling import (
     LeaseLost,
     PermanentFailure,
     Registry,
+    Resources,
     RetryLater,
     Tx,
 )
@@ -408,6 +409,7 @@ class Listener:
         self._control: asyncpg.Pool | None = None  # heartbeats, rescue, the gate: never starved
         self._gate: SleepGate | None = None
         self._http: httpx.AsyncClient | None = None
+        self._resources: Resources = {}
         self._type_settings: dict[str, EventTypeSettings] = {}
         self._process_keys: set[str] = set()
         self._step_names: set[str] = set()
@@ -443,7 +445,9 @@ class Listener:
         )
         self._gate = SleepGate(self._control, self.listener_id, self._handled_types)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+        resources = contextlib.AsyncExitStack()
         try:
+            self._resources = await resources.enter_async_context(self.registry.open_resources())
             await self._heartbeat()
             await self._refresh_settings()
             log.info(
@@ -466,6 +470,7 @@ class Listener:
             await asyncio.gather(*chores, return_exceptions=True)
         finally:
             await self._shutdown()
+            await resources.aclose()
         if self._crash is not None:
             raise ListenerCrashed("a listener loop died; see the log") from self._crash
 
@@ -849,7 +854,7 @@ class Listener:
     def _deps(self, info: EventInfo, completion: CompletionFactory) -> Deps:
         assert self._pool is not None
         assert self._http is not None
-        return Deps(info, self._http, completion, self._pool.acquire)
+        return Deps(info, self._http, completion, self._pool.acquire, self._resources)
 
     # -- background chores --------------------------------------------------------------------
 

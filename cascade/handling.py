@@ -14,10 +14,10 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, LiteralString, NamedTuple, TypeAlias
+from typing import Any, LiteralString, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 import httpx
@@ -123,6 +123,13 @@ class Tx:
 CompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[Tx]]
 ReaderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Connection]]
 
+# A long-lived resource the handlers share (provider clients, settings read from the
+# environment): opened once when the listener starts, closed when it stops, and found by
+# its type with `deps.resource(Kind)`.
+ResourceFactory = Callable[[], contextlib.AbstractAsyncContextManager[object]]
+Resources: TypeAlias = Mapping[type[Any], object]
+R = TypeVar("R")
+
 
 class AlreadyOpen:
     """The locked path's completing transaction: the claim's own, already open, which the
@@ -158,6 +165,7 @@ class Deps:
     http: httpx.AsyncClient
     _completion: CompletionFactory
     _reader: ReaderFactory
+    _resources: Resources = field(default_factory=dict)
     _active: Tx | None = field(default=None)
     completed: bool = field(default=False)
 
@@ -195,6 +203,13 @@ class Deps:
                 self._active = None
         self.completed = True
 
+    def resource(self, kind: type[R]) -> R:
+        """The shared resource of this type that the registry's factories opened."""
+        found = self._resources.get(kind)
+        if not isinstance(found, kind):
+            raise LookupError(f"no {kind.__name__} resource: add its factory to the registry")
+        return found
+
     def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
         """A pooled connection for reads before an external call; no transaction is held."""
         return self._reader()
@@ -229,9 +244,13 @@ def _handler_from_module(module: ModuleType) -> Handler:
 
 
 class Registry:
-    """Event type → handler, built from an explicit tuple of modules; duplicates are refused."""
+    """Event type → handler, built from an explicit tuple of modules; duplicates are refused.
+    `resources` are the factories of what the handlers share (see ResourceFactory)."""
 
-    def __init__(self, modules: Iterable[ModuleType]) -> None:
+    def __init__(
+        self, modules: Iterable[ModuleType], resources: Iterable[ResourceFactory] = ()
+    ) -> None:
+        self.resources: tuple[ResourceFactory, ...] = tuple(resources)
         self._handlers: dict[str, Handler] = {}
         for module in modules:
             handler = _handler_from_module(module)
@@ -251,6 +270,16 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._handlers)
+
+    @contextlib.asynccontextmanager
+    async def open_resources(self) -> AsyncIterator[Resources]:
+        """Open every resource, keyed by its type; close them all on exit, last first."""
+        async with contextlib.AsyncExitStack() as stack:
+            opened: dict[type[Any], object] = {}
+            for factory in self.resources:
+                resource = await stack.enter_async_context(factory())
+                opened[type(resource)] = resource
+            yield opened
 
     @property
     def external_types(self) -> frozenset[str]:

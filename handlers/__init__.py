@@ -1,12 +1,32 @@
-"""The production handler registry: one module per event type, listed explicitly.
+"""The production handler registry: one module per event type, listed explicitly, and the
+resources they share (Phase 1's settings and provider clients).
 
-The enrichment, messaging and engagement stages land here as their issues are built; until a
-type has a handler, its events end as dead letters that say so (`cascade dlq replay` brings
-them back once the handler exists).
+Phase 1 (enrichment) is built; the messaging and engagement stages land here as their issues
+are built. Until a type has a handler, its events end as dead letters that say so
+(`cascade dlq replay` brings them back once the handler exists).
 """
 
 from __future__ import annotations
 
+from cascade.enrichment.services import open_enrichment
 from cascade.handling import Registry
+from handlers import (
+    company_created,
+    company_promoted,
+    company_validated,
+    contact_enriched,
+    email_verified,
+    slots_created,
+)
 
-REGISTRY = Registry(())
+REGISTRY = Registry(
+    (
+        company_created,
+        company_validated,
+        company_promoted,
+        slots_created,
+        contact_enriched,
+        email_verified,
+    ),
+    resources=(open_enrichment,),
+)

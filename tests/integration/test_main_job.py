@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from cascade.barton import is_valid_barton_id
 from cascade.database import PROJECT_ROOT
 from tests.support.waiting import eventually
 
@@ -93,16 +94,14 @@ async def test_cascade_up__serves_health_and_processes_events_then_stops_on_sigt
         try:
             await conn.execute(SEED_MANUAL_EVENT)
 
-            async def dead_letter() -> str | None:
-                error: str | None = await conn.fetchval(
-                    "SELECT last_error FROM marketing.vw_dead_letters"
+            async def promoted() -> str | None:
+                barton_id: str | None = await conn.fetchval(
+                    "SELECT barton_id FROM marketing.company_master WHERE domain = 'test.com'"
                 )
-                return error
+                return barton_id
 
-            # No enrichment handlers yet: the event is claimed and refused, loudly.
-            assert await eventually(dead_letter, timeout=10) == (
-                "no handler registered for event type 'company_created'"
-            )
+            # Seed 003's hand-made event runs the enrichment cascade like an intake row.
+            assert is_valid_barton_id(await eventually(promoted, timeout=10))
         finally:
             await conn.close()
     finally:
