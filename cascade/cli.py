@@ -5,21 +5,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+import pydantic
 import uvicorn
 from psycopg.rows import dict_row
 
 from cascade import database, logs
+from cascade.intake import ImportReport
+from cascade.workflows import BRANCHES, WORKFLOWS
 
 DEFAULT_PORT = 8080
+PROGRESS_FROM_LINES = 2000  # shorter files load in a moment; a progress line would be noise
+DEFAULT_WAIT_TIMEOUT = 900.0  # seconds
+WAIT_POLL_SECONDS = 1.0
+# WorkflowRequest's fields as the user sets them, for error messages.
+KICKOFF_SETTINGS = {
+    "blueprint_id": "BLUEPRINT_ID",
+    "unique_id": "LEAD_UNIQUE_ID",
+    "batch_size": "BATCH_SIZE",
+    "test_company_id": "TEST_COMPANY_ID",
+    "csv_path": "CSV_FILE_PATH",
+    "branches": "--branches / CUSTOM_BRANCHES",
+}
 
 QUEUE_STATUS: LiteralString = """
     SELECT event_type, status, count(*) AS events,
@@ -184,13 +203,132 @@ def cmd_psql(psql_args: Sequence[str]) -> int:
         return subprocess.call([database.psql_executable(), url, *psql_args])
 
 
-def cmd_not_built(args: argparse.Namespace) -> int:
-    print(
-        f"cascade {args.command}: not available yet; it arrives with the enrichment phase "
-        "(issue 3). The event engine is running; see README.md.",
-        file=sys.stderr,
+class _ImportProgress:
+    """A progress line on stderr per batch, once a file is long enough to need one, and at
+    most every `min_interval` seconds (kickoff's batches are small)."""
+
+    def __init__(self, min_interval: float = 0.0) -> None:
+        self.min_interval = min_interval
+        self.last = -math.inf
+
+    def __call__(self, report: ImportReport) -> None:
+        now = time.monotonic()
+        if report.lines_read <= PROGRESS_FROM_LINES or now - self.last < self.min_interval:
+            return
+        self.last = now
+        print(
+            f"{report.source}: {report.lines_read} lines read, {report.imported} imported, "
+            f"{report.already_imported} already there, {len(report.rejected)} rejected ...",
+            file=sys.stderr,
+        )
+
+
+def _print_import(report: ImportReport) -> None:
+    print(report.summary())
+    for rejection in report.rejected:
+        print(f"line {rejection.line}: {rejection.reason}")
+
+
+def _write_errors(path: Path, report: ImportReport) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("line", "reason"))
+        writer.writerows((r.line, r.reason) for r in report.rejected)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from cascade.intake import IntakeFileError, check_file, import_csv
+
+    try:
+        check_file(args.file)  # a typo in the path fails before any database starts
+        with database.database_url() as url:
+            database.prepare_database(url)
+            report = import_csv(url, args.file, progress=_ImportProgress())
+    except IntakeFileError as exc:
+        print(f"cascade import: {exc}", file=sys.stderr)
+        return 2
+    _print_import(report)
+    if args.errors is not None:
+        _write_errors(args.errors, report)
+    return 1 if report.rejected else 0
+
+
+def _kickoff_request(args: argparse.Namespace) -> Any:
+    from cascade.workflows import WorkflowRequest
+
+    user = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    return WorkflowRequest.from_env(
+        workflow=args.workflow,
+        csv_path=args.csv,
+        branches=args.branches,
+        requested_by=f"cli:{user}",
     )
-    return 2
+
+
+def _request_problem(exc: pydantic.ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    setting = KICKOFF_SETTINGS.get(where, where)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{setting}: {message}" if setting else message
+
+
+def _follow(url: str, run_id: int, timeout: float) -> int:
+    from cascade.workflows import complete_run, run_progress
+
+    deadline = time.monotonic() + timeout
+    last = None
+    with psycopg.connect(url) as conn:
+        while True:
+            progress = run_progress(conn, run_id)
+            if progress != last:
+                print(f"run {run_id}: {progress.summary()}", file=sys.stderr)
+                last = progress
+            if progress.done:
+                complete_run(conn, run_id)
+                print(f"run {run_id}: completed")
+                return 0
+            if time.monotonic() >= deadline:
+                print(
+                    f"run {run_id}: not finished after {timeout:g}s; it goes on without "
+                    "--wait. Is a listener running (`cascade up` or `cascade listen`)?",
+                    file=sys.stderr,
+                )
+                return 3
+            time.sleep(WAIT_POLL_SECONDS)  # a CLI poll: the run's progress has no signal
+
+
+def cmd_kickoff(args: argparse.Namespace) -> int:
+    from cascade import workflows
+    from cascade.intake import IntakeFileError
+
+    try:
+        request = _kickoff_request(args)
+        workflows.check_buildable(request)
+    except pydantic.ValidationError as exc:
+        print(f"cascade kickoff: {_request_problem(exc)}", file=sys.stderr)
+        return 2
+    except workflows.NothingBuilt as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with database.database_url() as url:
+        database.prepare_database(url)
+        try:
+            with psycopg.connect(url) as conn:
+                run = workflows.start_workflow(conn, request, progress=_ImportProgress(1.0))
+        except (workflows.WorkflowError, IntakeFileError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"run {run.id}: {run.workflow} (branches: {', '.join(run.branches)})")
+        rejected = bool(run.lead_import and run.lead_import.rejected)
+        if run.lead_import is not None:
+            _print_import(run.lead_import)
+        for message in run.not_built:
+            print(message)
+        if not args.wait:
+            print(f"run {run.id} started; the listener carries it on (`cascade status`)")
+            return 1 if rejected else 0
+        return max(int(rejected), _follow(url, run.id, args.timeout))
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -254,11 +392,61 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
-    for name in ("kickoff", "import"):
-        not_built = sub.add_parser(name, help="arrives with the enrichment phase (issue 3)")
-        not_built.add_argument("rest", nargs="*")
-        not_built.set_defaults(func=cmd_not_built)
+    importer = sub.add_parser(
+        "import",
+        help="import companies from a CSV file into intake (each starts the cascade)",
+        description="Import companies from a CSV file with a header row. Columns: "
+        "company_name and website (required), industry, employee_count, country, city, "
+        "linkedin_url, company_id (optional; header names ignore case and spaces). Good lines "
+        "are imported even when others are rejected; a line imported before is skipped. "
+        "Exit status: 0 every line imported or already there, 1 some lines rejected, "
+        "2 the file is unreadable or its header wrong.",
+    )
+    importer.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file")
+    importer.add_argument(
+        "--errors", type=Path, metavar="OUT.csv", help="also write rejected lines (line,reason)"
+    )
+    importer.set_defaults(func=cmd_import)
+
+    kickoff = sub.add_parser(
+        "kickoff",
+        help="start a workflow run (seed 000): full_pipeline, lead_only, messaging_only, custom",
+        description="Start a workflow run. Settings from the environment: BLUEPRINT_ID "
+        "(default PLE-001), LEAD_UNIQUE_ID (default 04.01.01.01.20000.001), BATCH_SIZE (rows "
+        "per import batch, default 50), CSV_FILE_PATH (the lead branch's CSV), TEST_COMPANY_ID "
+        "(import only the line with that company_id), CUSTOM_BRANCHES (for custom). Only the "
+        "lead branch is built; messaging and delivery are reported as not built. Exit status: "
+        "0 started (or finished, with --wait), 1 some CSV lines rejected, 2 nothing started "
+        "(bad settings, unmapped key, unreadable CSV, no built branch), 3 --wait timed out.",
+    )
+    kickoff.add_argument(
+        "workflow", choices=WORKFLOWS, metavar="WORKFLOW", help=", ".join(WORKFLOWS)
+    )
+    kickoff.add_argument("--csv", type=Path, help="the lead branch's CSV (overrides CSV_FILE_PATH)")
+    kickoff.add_argument(
+        "--branches",
+        type=_branch_list,
+        help="for custom: comma-separated, from lead, messaging, delivery "
+        "(overrides CUSTOM_BRANCHES)",
+    )
+    kickoff.add_argument(
+        "--wait", action="store_true", help="follow the run until every company is finished"
+    )
+    kickoff.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        help=f"seconds --wait follows the run (default {DEFAULT_WAIT_TIMEOUT:g})",
+    )
+    kickoff.set_defaults(func=cmd_kickoff)
     return parser
+
+
+def _branch_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if unknown := [name for name in names if name not in BRANCHES]:
+        raise argparse.ArgumentTypeError(f"unknown branch(es): {', '.join(unknown)}")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> None:

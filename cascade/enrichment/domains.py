@@ -53,7 +53,19 @@ def company_name(raw: str | None) -> str:
 
 
 def registrable_domain(website: str | None) -> str:
-    """The registrable domain of a website, lower-case and in punycode."""
+    """The registrable domain of a company's website, lower-case and in punycode; refuses
+    mail providers' and reserved domains, which are nobody's company site."""
+    domain = website_domain(website)
+    if domain in NOT_A_COMPANY_DOMAIN:
+        raise NotACompany(
+            f"website {(website or '').strip()!r} is {domain}, not a company's own domain"
+        )
+    return domain
+
+
+def website_domain(website: str | None) -> str:
+    """The registrable domain of any website, lower-case and in punycode; refuses only what
+    cannot be read as a web address at all."""
     text = (website or "").strip()
     if not text:
         raise NotACompany("missing website")
@@ -81,7 +93,4 @@ def registrable_domain(website: str | None) -> str:
     parts = _PUBLIC_SUFFIXES(host)
     if not parts.domain or not parts.suffix:
         raise NotACompany(f"website {text!r} has no registrable domain")
-    domain = f"{parts.domain}.{parts.suffix}"
-    if domain in NOT_A_COMPANY_DOMAIN:
-        raise NotACompany(f"website {text!r} is {domain}, not a company's own domain")
-    return domain
+    return f"{parts.domain}.{parts.suffix}"

@@ -1,0 +1,1 @@
+"""Sample data for Cascade: invented companies to import (see README.md)."""
