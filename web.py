@@ -1,35 +1,81 @@
-"""The web app: health and readiness for now; webhooks and monitoring arrive with issue 4.
+"""The web app: health and readiness, the Phase 1 webhooks, the workflow trigger and status.
 
 Run it as `uvicorn web:app` or `cascade web`. The pool opens in `lifespan`; routes are listed
-at the bottom.
+at the bottom. Endpoints are thin: a webhook reads, verifies and parses its delivery
+(cascade/web/deliveries.py) before any transaction opens, then claims it and applies it in
+one transaction whose writes' triggers emit the events; it never calls a handler.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator
-from typing import LiteralString
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, LiteralString
 
 import asyncpg
+import pydantic
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cascade import workflows
 from cascade.database import configured_url
+from cascade.enrichment.settings import EnrichmentSettings
+from cascade.intake import IntakeFileError
+from cascade.web import apify, status, trigger, validator
+from cascade.web.deliveries import Delivery, WebhookSource, claim, receive
+from cascade.web.http import (
+    ApiError,
+    CorrelationId,
+    api_error_response,
+    correlation_id,
+    envelope,
+    http_error_response,
+    invalid,
+    parse,
+    read_json_body,
+)
 
 # A listener counts as alive while its heartbeat is younger than this many seconds.
 LISTENER_FRESH_SECONDS = 30
+# Each has WEBHOOK_SECRET_<PROVIDER>; "trigger" guards POST /webhooks/trigger/{workflow}.
+WEBHOOK_PROVIDERS = ("apify", "validator", "trigger")
 
 LIVE_LISTENERS: LiteralString = """
     SELECT count(*) FROM marketing.listeners
      WHERE heartbeat_at > now() - make_interval(secs => $1)
 """
 
+log = logging.getLogger("cascade.web")
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": {}}}, status)
+
+@dataclass(frozen=True)
+class Config:
+    """Read once at startup, so a bad secret or setting stops the app before it serves."""
+
+    url: str
+    environ: Mapping[str, str]
+    settings: EnrichmentSettings
+    sources: dict[str, WebhookSource]
+    # Lead imports started by the trigger; lifespan waits for them on shutdown.
+    imports: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _config(request: Request) -> Config:
+    config: Config = request.app.state.config
+    return config
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
 
 
 async def health(request: Request) -> JSONResponse:
@@ -37,37 +83,137 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def ready(request: Request) -> JSONResponse:
-    pool: asyncpg.Pool = request.app.state.pool
     try:
-        listeners = await pool.fetchval(LIVE_LISTENERS, LISTENER_FRESH_SECONDS)
+        listeners = await _pool(request).fetchval(LIVE_LISTENERS, LISTENER_FRESH_SECONDS)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _error(503, "database_unreachable", f"database check failed: {exc}")
+        return envelope(503, "database_unreachable", f"database check failed: {exc}")
     if not listeners:
-        return _error(503, "no_listener", "no listener has sent a heartbeat in the last 30 s")
+        return envelope(503, "no_listener", "no listener has sent a heartbeat in the last 30 s")
     return JSONResponse({"status": "ready", "database": "ok", "listeners": listeners})
 
 
-def create_app(database_url: str | None = None) -> Starlette:
-    url = database_url or configured_url()
+async def apify_webhook(request: Request) -> JSONResponse:
+    config = _config(request)
+    delivery = await receive(request, config.sources["apify"], apify.ApifyDelivery)
+    async with _pool(request).acquire() as conn, conn.transaction():
+        if not await claim(conn, delivery, delivery.body.event):
+            return _duplicate(delivery)
+        summary = await apify.settle(conn, delivery.body, config.settings.confidence_threshold)
+    return _accepted(delivery, summary.as_json())
+
+
+async def validator_webhook(request: Request) -> JSONResponse:
+    config = _config(request)
+    delivery = await receive(request, config.sources["validator"], validator.ValidatorDelivery)
+    async with _pool(request).acquire() as conn, conn.transaction():
+        if not await claim(conn, delivery, delivery.body.event):
+            return _duplicate(delivery)
+        summary = await validator.apply(conn, delivery.body, config.settings)
+    return _accepted(delivery, summary.as_json())
+
+
+def _accepted(delivery: Delivery[Any], summary: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"status": "accepted", **_about(delivery), **summary}, 202)
+
+
+def _duplicate(delivery: Delivery[Any]) -> JSONResponse:
+    # 200, not 202: nothing new was accepted, and the sender must stop redelivering.
+    return JSONResponse({"status": "duplicate", **_about(delivery)}, 200)
+
+
+def _about(delivery: Delivery[Any]) -> dict[str, Any]:
+    return {
+        "provider": delivery.provider,
+        "delivery_id": delivery.key,
+        "verified": delivery.verified,
+        "correlation_id": delivery.correlation_id,
+    }
+
+
+async def trigger_workflow(request: Request) -> JSONResponse:
+    config = _config(request)
+    workflow: str = request.path_params["workflow"]
+    if workflow not in workflows.WORKFLOWS:
+        raise ApiError(404, "unknown_workflow", f"no workflow {workflow!r}",
+                       {"workflows": list(workflows.WORKFLOWS)})  # fmt: skip
+    raw = await read_json_body(request, allow_empty=True)
+    config.sources["trigger"].check(request.headers, raw)
+    body = parse(trigger.TriggerBody, raw)
+    try:
+        asked = trigger.request_for(workflow, body, correlation_id(request), config.environ)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc) from None
+    started = await _begin(config.url, asked)
+    task = asyncio.create_task(asyncio.to_thread(trigger.import_leads, config.url, asked, started))
+    config.imports.add(task)
+    task.add_done_callback(config.imports.discard)
+    return JSONResponse(_run_started(workflow, started), 202)
+
+
+async def _begin(url: str, asked: workflows.WorkflowRequest) -> trigger.Started:
+    try:
+        return await asyncio.to_thread(trigger.begin, url, asked)
+    except workflows.UnmappedProcessKey as exc:
+        raise ApiError(422, "unmapped_process_key", str(exc)) from None
+    except workflows.NothingBuilt as exc:
+        raise ApiError(422, "not_built", str(exc)) from None
+    except (workflows.WorkflowError, IntakeFileError) as exc:
+        raise ApiError(422, "workflow_refused", str(exc)) from None
+
+
+def _run_started(workflow: str, started: trigger.Started) -> dict[str, Any]:
+    branches = {
+        branch: "started" if branch in workflows.BUILT_BRANCHES else "not built yet"
+        for branch in started.branches
+    }
+    return {
+        "status": "started",
+        "run_id": started.run_id,
+        "workflow": workflow,
+        "branches": branches,
+        "not_built": list(started.not_built),
+        "lead_import": {"csv": started.csv_path.name, "status": "running in the background"},
+    }
+
+
+async def webhooks_status(request: Request) -> JSONResponse:
+    async with _pool(request).acquire() as conn:
+        body = await status.report(conn, list(_config(request).sources.values()))
+    return JSONResponse(body)
+
+
+def create_app(
+    database_url: str | None = None, environ: Mapping[str, str] = os.environ
+) -> Starlette:
+    url = database_url or configured_url(environ)
     if url is None:
         raise RuntimeError(
             "DATABASE_URL is not set (`cascade web` and `cascade up` set it for you)"
         )
+    config = Config(
+        url=url,
+        environ=dict(environ),
+        settings=EnrichmentSettings.from_env(environ),
+        sources={name: WebhookSource.from_env(name, environ) for name in WEBHOOK_PROVIDERS},
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.config = config
         app.state.pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
         try:
             yield
         finally:
+            # An import thread cannot be cancelled; let it finish its batches and record them.
+            await asyncio.gather(*config.imports, return_exceptions=True)
             await app.state.pool.close()
 
-    routes = [
-        Route("/health", health),
-        Route("/api/health", health),
-        Route("/ready", ready),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        middleware=[Middleware(CorrelationId)],
+        exception_handlers={ApiError: api_error_response, HTTPException: http_error_response},
+    )
 
 
 def __getattr__(name: str) -> Starlette:
@@ -75,3 +221,14 @@ def __getattr__(name: str) -> Starlette:
     if name == "app":
         return create_app(os.environ.get("DATABASE_URL") or os.environ.get("NEON_DATABASE_URL"))
     raise AttributeError(name)
+
+
+ROUTES = [
+    Route("/health", health),
+    Route("/api/health", health),
+    Route("/ready", ready),
+    Route("/webhooks/apify", apify_webhook, methods=["POST"]),
+    Route("/webhooks/validator", validator_webhook, methods=["POST"]),
+    Route("/webhooks/trigger/{workflow}", trigger_workflow, methods=["POST"]),
+    Route("/webhooks/status", webhooks_status),
+]

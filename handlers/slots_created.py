@@ -58,7 +58,8 @@ RECORD_ATTEMPT: LiteralString = """
 """
 LOCK_SLOTS: LiteralString = """
     SELECT id, status, providers_tried, pending_run_id
-      FROM marketing.company_slots WHERE id = ANY($1::bigint[]) FOR UPDATE
+      FROM marketing.company_slots WHERE id = ANY($1::bigint[])
+     ORDER BY id FOR UPDATE  -- id order, as the Apify webhook locks them: no deadlock
 """
 # One statement for all of the company's contacts and one for its slots: the slots' statement
 # trigger then emits at most one event per company and reason (a deadline, a retry), never

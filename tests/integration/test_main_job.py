@@ -94,11 +94,11 @@ async def test_cascade_up__serves_health_and_processes_events_then_stops_on_sigt
         try:
             await conn.execute(SEED_MANUAL_EVENT)
 
-            async def promoted() -> str | None:
+            async def promoted() -> str:
                 barton_id: str | None = await conn.fetchval(
                     "SELECT barton_id FROM marketing.company_master WHERE domain = 'test.com'"
                 )
-                return barton_id
+                return barton_id or ""
 
             # Seed 003's hand-made event runs the enrichment cascade like an intake row.
             assert is_valid_barton_id(await eventually(promoted, timeout=10))

@@ -1,0 +1,138 @@
+"""What every webhook delivery goes through before its effects: authenticity, parsing, and
+de-duplication.
+
+Order matters. The signature is checked on the raw bytes before anything is parsed (a forged
+body never reaches pydantic); then the body is parsed, so bad input is refused before any
+transaction opens; then, inside the endpoint's one transaction, `claim` records the delivery
+in marketing.processed_webhook_events. The claim and the delivery's effects commit together:
+a redelivery finds the row and changes nothing, or finds none because the first attempt left
+no trace. Concurrent copies of one delivery wait on the primary key until the first commits,
+then find it.
+
+The delivery's key is the provider's own id: the Standard Webhooks `webhook-id` header (signed
+with the body, when verified), else Apify's `x-apify-webhook-dispatch-id`; a provider that
+sends neither is keyed by `sha256:` + the hex SHA-256 of the raw body, so byte-identical
+redeliveries are caught and anything else is a new delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Generic, LiteralString, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from cascade.handling import Connection
+from cascade.web.http import ApiError, correlation_id, parse, read_json_body
+from cascade.webhooks.signatures import ProviderSecrets, Scheme, verify
+
+log = logging.getLogger("cascade.web")
+
+DELIVERY_ID_HEADERS = ("webhook-id", "x-apify-webhook-dispatch-id")
+MAX_KEY_LENGTH = 200
+
+# Returns a row only for the first copy of a delivery; ON CONFLICT waits for a concurrent
+# first copy to commit or roll back before deciding.
+CLAIM_DELIVERY: LiteralString = """
+    INSERT INTO marketing.processed_webhook_events
+        (provider, event_key, event_name, verified, correlation_id)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (provider, event_key) DO NOTHING
+    RETURNING true
+"""
+# Transaction-local: every event the delivery's writes emit carries the request's id
+# (marketing.pipeline_events.correlation_id defaults to it).
+SET_CORRELATION: LiteralString = "SELECT set_config('cascade.correlation_id', $1, true)"
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    """One provider's endpoint: its secrets, and the header that carries a Stripe-style or
+    shared-secret signature (None: the scheme's default header)."""
+
+    secrets: ProviderSecrets
+    header: str | None = None
+
+    @classmethod
+    def from_env(cls, provider: str, environ: Mapping[str, str]) -> WebhookSource:
+        """Standard Webhooks unless `WEBHOOK_SCHEME_<PROVIDER>` names another scheme
+        (Apify, for one, can only send a fixed header: `shared_secret`)."""
+        variable = "WEBHOOK_SCHEME_" + provider.upper()
+        scheme = Scheme(environ.get(variable, Scheme.STANDARD.value).strip() or "standard")
+        source = cls(ProviderSecrets.from_env(provider, environ, scheme=scheme))
+        if not source.signed:
+            log.warning(
+                "%s is not set: /webhooks/%s ACCEPTS UNSIGNED DELIVERIES, marked unverified",
+                source.secrets.variable,
+                provider,
+            )
+        return source
+
+    @property
+    def provider(self) -> str:
+        return self.secrets.provider
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.secrets.keys) and self.secrets.scheme is not Scheme.NONE
+
+    def check(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """True if verified, False if accepted unverified; 401 if rejected."""
+        verification = verify(self.secrets, headers, body, time.time(), header=self.header)
+        if not verification.accepted:
+            raise ApiError(
+                401, "invalid_signature", verification.message, {"reason": verification.code}
+            )
+        if verification.status == "unverified":
+            log.warning("UNVERIFIED %s webhook accepted: %s", self.provider, verification.message)
+        return verification.status == "verified"
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[Body]):
+    provider: str
+    body: Body
+    key: str
+    verified: bool
+    correlation_id: str
+
+
+async def receive(request: Request, source: WebhookSource, model: type[Body]) -> Delivery[Body]:
+    """Read, authenticate and parse one delivery; nothing is written yet."""
+    raw = await read_json_body(request)
+    verified = source.check(request.headers, raw)
+    body = parse(model, raw)
+    key = delivery_key(request.headers, raw)
+    return Delivery(source.provider, body, key, verified, correlation_id(request))
+
+
+def delivery_key(headers: Mapping[str, str], raw: bytes) -> str:
+    for name in DELIVERY_ID_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            # An absurdly long id is hashed rather than cut, so two never collide.
+            if len(value) > MAX_KEY_LENGTH:
+                return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+            return value
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+async def claim(conn: Connection, delivery: Delivery[Body], event_name: str) -> bool:
+    """Inside the delivery's transaction: True for its first copy, False for a duplicate."""
+    await conn.execute(SET_CORRELATION, delivery.correlation_id)
+    first = await conn.fetchval(
+        CLAIM_DELIVERY,
+        delivery.provider,
+        delivery.key,
+        event_name,
+        delivery.verified,
+        delivery.correlation_id,
+    )
+    return bool(first)

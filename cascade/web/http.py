@@ -1,0 +1,146 @@
+"""HTTP plumbing shared by every endpoint: one error envelope, bounded JSON bodies, pydantic
+errors that name the field, and the request's correlation id.
+
+Errors use seed 004's envelope `{"error": {"code", "message", "details"}}`. A body is refused
+before it is read when its Content-Length is too large, and while it is read when a chunked
+body turns out too large, so an oversized delivery never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Seed 004: webhook bodies are capped at 1 MB.
+MAX_BODY_BYTES = 1024 * 1024
+CORRELATION_HEADER = "x-correlation-id"
+# Printable ASCII without spaces, bounded: it lands in logs, events and a response header.
+_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """Raised anywhere below an endpoint; answered in the envelope by `api_error_response`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def envelope(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details or {}}}, status
+    )
+
+
+async def api_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)  # registered for ApiError only
+    return envelope(exc.status, exc.code, exc.message, exc.details)
+
+
+async def http_error_response(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, in the envelope too."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return envelope(exc.status_code, code, str(exc.detail))
+
+
+class CorrelationId:
+    """Accepts `x-correlation-id` (or makes one), exposes it as `request.state.correlation_id`
+    and returns it on every response, errors included. A value that is not a short printable
+    token is replaced, not echoed: it would otherwise reach logs and headers verbatim."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(CORRELATION_HEADER, "")
+        correlation_id = given if _CORRELATION_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[CORRELATION_HEADER] = correlation_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def correlation_id(request: Request) -> str:
+    value: str = request.state.correlation_id
+    return value
+
+
+async def read_json_body(request: Request, *, allow_empty: bool = False) -> bytes:
+    """The raw body of a JSON request, at most MAX_BODY_BYTES. 415 for another media type,
+    413 when too large. `allow_empty` lets a body-less POST through as b""."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    declared = request.headers.get("content-length", "")
+    if allow_empty and declared == "0" and not media_type:
+        return b""
+    if media_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"expected Content-Type application/json, got {media_type or 'none'}",
+        )
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large()
+    return bytes(body)
+
+
+def _too_large() -> ApiError:
+    message = f"the body exceeds {MAX_BODY_BYTES} bytes"
+    return ApiError(413, "payload_too_large", message, {"limit": MAX_BODY_BYTES})
+
+
+def parse(model: type[Model], body: bytes) -> Model:
+    """The body as `model`: 400 if it is not JSON at all, 422 naming each bad field."""
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        if any(problem["type"] == "json_invalid" for problem in exc.errors()):
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    """A 422 naming every field pydantic refused, as `payload.contacts[0].email`."""
+    fields = [
+        {"field": _field(problem["loc"]), "message": problem["msg"], "type": problem["type"]}
+        for problem in exc.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return ApiError(422, "invalid_payload", summary, {"errors": fields})
+
+
+def _field(location: tuple[int | str, ...]) -> str:
+    """`payload.contacts[0].email` from pydantic's ('payload', 'contacts', 0, 'email')."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or "(body)"
