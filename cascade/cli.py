@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -97,10 +97,24 @@ def _registry(spec: str | None) -> Any:
 # -- subcommands ------------------------------------------------------------------------------
 
 
+def _wants_sample(args: argparse.Namespace) -> bool:
+    """The sample runs on the embedded database unless switched off; on a configured one
+    (someone's real data) only when asked for."""
+    if args.sample is not None:
+        return bool(args.sample)
+    flag = os.environ.get("CASCADE_SAMPLE", "").strip().lower()
+    if flag:
+        return flag in {"1", "true", "yes", "on"}
+    return database.configured_url() is None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Database, migrations and triggers, then the listener and the web app in one process."""
+    """Database, migrations and triggers, then the listener and the web app in one process;
+    on a fresh embedded database, the sample companies through Phase 1 (cascade/showcase.py)."""
+    from cascade.showcase import show_phase1_quietly
     from listener import Listener
 
+    sample = _wants_sample(args)
     with database.database_url() as url:
         database.prepare_database(url)
         listener = Listener(_listener_settings(url), _registry(args.handlers))
@@ -117,12 +131,24 @@ def cmd_up(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, stop)
             web = asyncio.create_task(server.serve())
             logs_started = asyncio.create_task(_announce_web(server, args.host, args.port))
+            showcase: asyncio.Task[None] | None = None
+            if sample:
+                # After the web app is up: the sandbox Apify posts its results back to it.
+                showcase = asyncio.create_task(_after(logs_started, show_phase1_quietly(url)))
             await listener.run()
             server.should_exit = True
-            await asyncio.gather(web, logs_started)
+            if showcase is not None:
+                showcase.cancel()
+            await asyncio.gather(web, logs_started, *([showcase] if showcase else []),
+                                 return_exceptions=True)  # fmt: skip
 
         asyncio.run(both())
     return 0
+
+
+async def _after(first: asyncio.Task[None], then: Coroutine[Any, Any, None]) -> None:
+    await asyncio.shield(first)
+    await then
 
 
 async def _announce_web(server: uvicorn.Server, host: str, port: int) -> None:
@@ -353,7 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
             "handlers:REGISTRY)",
         )
 
-    up = sub.add_parser("up", help="the main job: database, migrations, listener and web app")
+    up = sub.add_parser(
+        "up",
+        help="the main job: database, migrations, listener and web app",
+        description="Database, migrations, triggers, the listener and the web app in one "
+        "process. On the embedded database it also imports the shipped sample "
+        "(samples/companies.csv) as a lead_only run and prints the Phase 1 metrics once the "
+        "cascade settles; --no-sample (or CASCADE_SAMPLE=0) skips that, --sample asks for it "
+        "on a configured DATABASE_URL.",
+    )
+    up.add_argument(
+        "--sample", action=argparse.BooleanOptionalAction, default=None,
+        help="import and follow the sample companies (default: on for the embedded database)",
+    )  # fmt: skip
     web_options(up)
     handler_option(up)
     up.set_defaults(func=cmd_up)

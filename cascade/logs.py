@@ -28,6 +28,10 @@ def configure(level: str | None = None) -> None:
     root.setLevel((level or os.environ.get("CASCADE_LOG_LEVEL", "INFO")).upper())
     # pgserver narrates every pg_ctl call at INFO; its warnings are what an operator needs.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # httpx logs every request at INFO with its full URL, and some providers take their API
+    # key as a query parameter (MillionVerifier): never write those lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _drop_color_message(record: logging.LogRecord) -> bool:

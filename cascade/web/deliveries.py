@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,8 +92,27 @@ class WebhookSource:
                 401, "invalid_signature", verification.message, {"reason": verification.code}
             )
         if verification.status == "unverified":
-            log.warning("UNVERIFIED %s webhook accepted: %s", self.provider, verification.message)
+            _warn_unverified(self.provider, verification.message)
         return verification.status == "verified"
+
+
+# Unsigned deliveries are announced at start (from_env) and then at most once a minute per
+# provider with their count: loud enough to be seen, never a line per request.
+UNVERIFIED_WARNING_SECONDS = 60.0
+_unverified_tally: dict[str, tuple[float, int]] = {}
+
+
+def _warn_unverified(provider: str, message: str) -> None:
+    now = time.monotonic()
+    warned_at, count = _unverified_tally.get(provider, (-math.inf, 0))
+    count += 1
+    if now - warned_at < UNVERIFIED_WARNING_SECONDS:
+        _unverified_tally[provider] = (warned_at, count)
+        return
+    _unverified_tally[provider] = (now, 0)
+    log.warning(
+        "UNVERIFIED %s webhooks accepted: %d since the last warning; %s", provider, count, message
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The main job, as a user runs it: `cascade up` brings up the database (embedded when
-DATABASE_URL is unset, kept across runs, stopped on exit), the listener and the web app, and
-SIGTERM stops them all cleanly."""
+DATABASE_URL is unset, kept across runs, stopped on exit), the listener and the web app; on
+the embedded database it runs the shipped sample through Phase 1 and prints the metrics (a
+second run imports nothing new); SIGTERM stops them all cleanly."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ SEED_MANUAL_EVENT = """
                                'website', 'https://test.com', 'trigger_time', NOW()),
             'pending')
 """
+
+
+SAMPLE_COMPANIES = "SELECT count(*) FROM marketing.company_master"
+PHASE1_METRICS = (
+    "validation_success_rate",
+    "email_enrichment_rate",
+    "email_deliverability",
+    "end_to_end_latency_p95",
+)
 
 
 def free_port() -> int:
@@ -56,6 +66,14 @@ class CascadeUp:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    async def showed_metrics(self) -> bool:
+        """Whether the sample's Phase 1 metrics table has been printed, all four rows."""
+        assert self.process.poll() is None, self.log()
+        log = self.log()
+        return "Phase 1 (enrichment) success metrics" in log and all(
+            metric in log for metric in PHASE1_METRICS
+        )
 
     async def ready(self) -> bool:
         assert self.process.poll() is None, self.log()
@@ -120,7 +138,9 @@ async def test_cascade_up__without_database_url_runs_an_embedded_server_kept_acr
     first = CascadeUp(env, tmp_path / "first.log")
     try:
         await eventually(first.ready, timeout=60)
+        await eventually(first.showed_metrics, timeout=120)
         conn = await asyncpg.connect(embedded_url)
+        assert await conn.fetchval(SAMPLE_COMPANIES) == 288
         await conn.execute(
             "INSERT INTO marketing.shq_guardrails "
             "(guardrail_key, kind, limit_value, unit, period, description) "
@@ -134,7 +154,9 @@ async def test_cascade_up__without_database_url_runs_an_embedded_server_kept_acr
     second = CascadeUp(env, tmp_path / "second.log")
     try:
         await eventually(second.ready, timeout=60)
+        await eventually(second.showed_metrics, timeout=60)
         conn = await asyncpg.connect(embedded_url)
+        assert await conn.fetchval(SAMPLE_COMPANIES) == 288  # imported again: nothing new
         kept = await conn.fetchval(
             "SELECT description FROM marketing.shq_guardrails WHERE guardrail_key = 'kept'"
         )
