@@ -9,6 +9,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cascade ./cascade
 COPY handlers ./handlers
+COPY providers ./providers
+COPY samples ./samples
+COPY maintenance ./maintenance
 COPY schema ./schema
 COPY triggers ./triggers
 COPY listener.py web.py ./

@@ -4,6 +4,7 @@ run."""
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import yaml
@@ -50,3 +51,16 @@ def test_dockerfile__installs_the_project_and_ships_its_sql() -> None:
     assert "pip install --no-cache-dir -e ." in dockerfile
     for folder in ("schema", "triggers", "handlers", "cascade"):
         assert f"COPY {folder} ./{folder}" in dockerfile
+
+
+def test_dockerfile__copies_every_package_and_folder_the_code_reads() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    top_level = {package.split(".")[0] for package in setuptools["packages"]}
+    modules = {f"{module}.py" for module in setuptools["py-modules"]}
+
+    for folder in top_level | {"schema", "triggers", "maintenance"}:
+        assert f"COPY {folder} ./{folder}" in dockerfile, folder
+    for module in modules:
+        assert module in dockerfile, module
