@@ -28,6 +28,8 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, PositiveInt
 
 from cascade import workflows
+from cascade.database import PROJECT_ROOT
+from cascade.web.http import ApiError
 from cascade.workflows import Branch, WorkflowRequest
 
 log = logging.getLogger("cascade.web")
@@ -45,16 +47,40 @@ class TriggerBody(BaseModel):
     branches: list[Branch] | None = None
 
 
+def import_folder(environ: Mapping[str, str]) -> Path:
+    """The folder a request's csv_path must lie in: CASCADE_IMPORT_DIR, by default the shipped
+    samples. A webhook caller names files on our disk, so it may not name just any file;
+    CSV_FILE_PATH, set by the operator, is trusted as it is."""
+    return Path(environ.get("CASCADE_IMPORT_DIR") or PROJECT_ROOT / "samples").resolve()
+
+
+def confined(csv_path: str, environ: Mapping[str, str]) -> Path:
+    folder = import_folder(environ)
+    path = (folder / csv_path).resolve()  # relative to the folder; symlinks and .. resolved
+    if not path.is_relative_to(folder):
+        raise ApiError(
+            422,
+            "csv_path_refused",
+            f"csv_path must name a file inside the import folder {folder} (CASCADE_IMPORT_DIR)",
+            {"csv_path": csv_path},
+        )
+    return path
+
+
 def request_for(
     workflow: str, body: TriggerBody, correlation_id: str, environ: Mapping[str, str]
 ) -> WorkflowRequest:
-    """The workflow request; raises pydantic.ValidationError for a value it refuses."""
+    """The workflow request; raises pydantic.ValidationError for a value it refuses, and
+    ApiError for a csv_path outside the import folder."""
+    fields = body.model_dump()
+    if body.csv_path is not None:
+        fields["csv_path"] = confined(body.csv_path, environ)
     return WorkflowRequest.from_env(
         environ,
         workflow=workflow,
         requested_by="webhook",
         correlation_id=correlation_id,
-        **body.model_dump(),
+        **fields,
     )
 
 

@@ -7,11 +7,13 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from cascade.webhooks.signatures import sign_standard
 from tests.support.waiting import eventually
@@ -381,16 +383,27 @@ async def test_apify__wrong_content_type_is_415(client: httpx.AsyncClient) -> No
 # -- trigger and status -----------------------------------------------------------------------
 
 
+@pytest.fixture
+async def importing_client(
+    start_server: StartServer, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a server whose import folder (CASCADE_IMPORT_DIR) is tmp_path."""
+    base_url = start_server({"CASCADE_IMPORT_DIR": str(tmp_path)})
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        yield http
+
+
 async def test_trigger__lead_only_imports_the_csv_under_a_new_run(
-    client: httpx.AsyncClient, db: asyncpg.Connection, tmp_path: Path
+    importing_client: httpx.AsyncClient, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
+    client = importing_client
     csv = tmp_path / "leads.csv"
     csv.write_text(
         "company_id,company_name,website,country\n"
         "cmp_1,Acme Analytics,https://acme-analytics.com,United States\n"
         "cmp_2,Borealis Tools,https://borealis-tools.io,Canada\n"
     )
-    body = json.dumps({"csv_path": str(csv), "batch_size": 25}).encode()
+    body = json.dumps({"csv_path": "leads.csv", "batch_size": 25}).encode()
 
     response = await post(client, "/webhooks/trigger/lead_only", body)
 
@@ -413,19 +426,34 @@ async def test_trigger__lead_only_imports_the_csv_under_a_new_run(
 
 
 async def test_trigger__full_pipeline_names_the_branches_not_built(
-    client: httpx.AsyncClient, tmp_path: Path
+    importing_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     csv = tmp_path / "leads.csv"
     csv.write_text("company_name,website\nAcme,https://acme.com\n")
 
     response = await post(
-        client, "/webhooks/trigger/full_pipeline", json.dumps({"csv_path": str(csv)}).encode()
+        importing_client,
+        "/webhooks/trigger/full_pipeline",
+        json.dumps({"csv_path": "leads.csv"}).encode(),
     )
 
     assert response.status_code == 202, response.text
     assert response.json()["branches"] == {
         "lead": "started", "messaging": "not built yet", "delivery": "not built yet",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("outside", ["../leads.csv", "/etc/passwd"])
+async def test_trigger__a_csv_path_outside_the_import_folder_is_refused(
+    importing_client: httpx.AsyncClient, db: asyncpg.Connection, outside: str
+) -> None:
+    response = await post(
+        importing_client, "/webhooks/trigger/lead_only", json.dumps({"csv_path": outside}).encode()
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "csv_path_refused"
+    assert await db.fetchval("SELECT count(*) FROM marketing.workflow_runs") == 0
 
 
 async def test_trigger__unmapped_unique_id_is_422_with_the_seed_message(
