@@ -144,6 +144,7 @@ class _Header:
 class _Record:
     line: int
     fields: list[str]
+    last_line: int = 0  # where it ends: further down when a quoted field spans lines
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def _records(reader: Any, first_line: int) -> Iterator[_Record | Rejection]:
             yield Rejection(start, f"malformed CSV: {exc}")
         else:
             if fields:  # a blank line is no record
-                yield _Record(start, fields)
+                yield _Record(start, fields, reader.line_num)
         start = reader.line_num + 1
 
 
@@ -244,9 +245,17 @@ def import_key(name: str, domain: str, country: str | None) -> str:
 def _check(header: _Header, record: _Record) -> _Row:
     """The row to stage; raises NotACompany with the reason the line is rejected."""
     if len(record.fields) != len(header.columns):
-        raise NotACompany(
+        problem = (
             f"wrong number of columns: expected {len(header.columns)}, got {len(record.fields)}"
         )
+        if record.last_line > record.line:
+            # Most likely a quote opened and never closed: say which lines it swallowed,
+            # since they are not imported and are not reported on their own.
+            problem += (
+                f"; lines {record.line}-{record.last_line} were read as one record"
+                " (an unclosed quote?)"
+            )
+        raise NotACompany(problem)
     if any(_UNDECODABLE.search(value) for value in record.fields):
         raise NotACompany("bad encoding: not UTF-8")
     if any("\x00" in value for value in record.fields):

@@ -5,7 +5,8 @@ verdict already); reserves the call's cost against the verification budget; asks
 with no transaction open; records the attempt; applies the gate (cascade/enrichment/
 verification.py). In the completing transaction it stores the verdict in
 marketing.email_verification (a deliverable one emits email_verified) and the contact's
-status, both only if the contact still has the email that was checked.
+status, both only if the contact still has the email that was checked and that email has no
+verdict yet (a validator webhook may have delivered one meanwhile: the first verdict stands).
 Retries: an `unknown` answer is asked again after VERIFICATION_UNKNOWN_RETRY_SECONDS without
 spending an attempt, up to VERIFICATION_MAX_UNKNOWN answers (counted from the attempt log);
 a 429 waits for its Retry-After; a used-up budget waits for the budget's next period and
@@ -57,6 +58,12 @@ SAVE_VERDICT: LiteralString = """
            subresult = EXCLUDED.subresult, provider = EXCLUDED.provider,
            provider_mode = EXCLUDED.provider_mode, source = 'api', verified_at = now()
      WHERE marketing.email_verification.email IS DISTINCT FROM EXCLUDED.email
+    RETURNING id
+"""
+# The validator webhook takes the same lock (cascade/web/validator.py): whichever verdict
+# lands first stands, and the other sees it.
+LOCK_CONTACT: LiteralString = """
+    SELECT id FROM marketing.contact_enrichment WHERE id = $1 FOR UPDATE
 """
 # A deliverable contact waits for email_verified to become 'ready'; the others stop here.
 SET_CONTACT_STATUS: LiteralString = """
@@ -122,8 +129,10 @@ async def handle(payload: Payload, deps: Deps) -> None:
     if verdict is None:
         raise RetryLater(enrichment.settings.unknown_retry_seconds, f"{email}: result unknown")
     async with deps.completing_transaction() as tx:
-        await tx.execute(
+        await tx.execute(LOCK_CONTACT, payload.id)
+        saved = await tx.fetchval(
             SAVE_VERDICT, payload.id, email, check.result, verdict.verdict, verdict.reason,
             round(check.score, 3), check.quality, check.subresult, check.provider, check.mode,
         )  # fmt: skip
-        await tx.execute(SET_CONTACT_STATUS, payload.id, email, CONTACT_STATUS[verdict.verdict])
+        if saved is not None:  # else this address had its verdict already (the webhook's)
+            await tx.execute(SET_CONTACT_STATUS, payload.id, email, CONTACT_STATUS[verdict.verdict])

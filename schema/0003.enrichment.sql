@@ -81,6 +81,10 @@ CREATE TABLE marketing.company_master (
     linkedin_url     text,
     source_intake_id bigint,
     workflow_run_id  bigint,
+    -- The slots_created event enriching the company's slots now: the claim holds only while
+    -- that event is `processing`, so it lapses by itself when the event ends or is rescued
+    -- (handlers/slots_created.py). Two events never pay providers twice for one company.
+    enrichment_event_id bigint,
     status           text        NOT NULL DEFAULT 'validated',
     created_at       timestamptz NOT NULL DEFAULT now(),
     promoted_at      timestamptz,

@@ -58,7 +58,7 @@ CREATE OR REPLACE TRIGGER _300_company_promoted
 -- and slots re-opened (an Apify run failed) are due now; a slot left waiting for an
 -- asynchronous provider gets an event due at its deadline, which times the run out if its
 -- webhook never came (the handler ignores it if the webhook did); a slot whose provider
--- failed for a passing reason gets one due at its retry_at.
+-- failed for a passing reason gets one due at its retry_at, even when it leaves a wait.
 CREATE OR REPLACE FUNCTION marketing.emit_slots_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -72,6 +72,8 @@ BEGIN
          GROUP BY company_id
          ORDER BY company_id;
     ELSE
+        -- Slots due at about the same time share one event (grouped by the second), due
+        -- when the last of them is; the handler skips a slot that is not due yet.
         INSERT INTO marketing.pipeline_events (event_type, payload, record_id, run_after)
         SELECT 'slots_created',
                jsonb_build_object('company_id', company_id, 'reason', reason),
@@ -79,19 +81,21 @@ BEGIN
                max(due)
           FROM (SELECT n.company_id,
                        CASE WHEN n.status = 'awaiting_provider' THEN 'deadline'
-                            WHEN o.status <> 'open' THEN 'reopened'
-                            ELSE 'retry' END AS reason,
+                            WHEN n.retry_at IS NOT NULL THEN 'retry'
+                            ELSE 'reopened' END AS reason,
                        CASE WHEN n.status = 'awaiting_provider' THEN n.pending_deadline
-                            WHEN o.status <> 'open' THEN now()
-                            ELSE n.retry_at END AS due
+                            WHEN n.retry_at IS NOT NULL THEN n.retry_at
+                            ELSE now() END AS due
                   FROM new_slots AS n
                   JOIN old_slots AS o USING (id)
-                 WHERE (n.status = 'open' AND o.status <> 'open')
-                    OR (n.status = 'awaiting_provider'
-                        AND n.pending_run_id IS DISTINCT FROM o.pending_run_id)
+                 WHERE (n.status = 'awaiting_provider'
+                        AND (o.status <> 'awaiting_provider'
+                             OR n.pending_deadline IS DISTINCT FROM o.pending_deadline))
                     OR (n.status = 'open' AND n.retry_at IS NOT NULL
-                        AND n.retry_at IS DISTINCT FROM o.retry_at)) AS advanced
-         GROUP BY company_id, reason
+                        AND n.retry_at IS DISTINCT FROM o.retry_at)
+                    OR (n.status = 'open' AND n.retry_at IS NULL AND o.status <> 'open'))
+               AS advanced
+         GROUP BY company_id, reason, date_trunc('second', due)
          ORDER BY company_id;
     END IF;
     RETURN NULL;

@@ -13,8 +13,12 @@ from urllib.parse import urlsplit
 
 import tldextract
 
-# The snapshot bundled with tldextract: no download at start-up, same answer everywhere.
-_PUBLIC_SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+# The snapshot bundled with tldextract: no download at start-up, same answer everywhere. The
+# list's private section counts too: on hosting platforms (myshopify.com, github.io) each
+# tenant is its own site, so acme.myshopify.com and borealis.myshopify.com are two companies.
+_PUBLIC_SUFFIXES = tldextract.TLDExtract(
+    suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True
+)
 
 # Domains that can never be a company's own site: mail providers and reserved names.
 NOT_A_COMPANY_DOMAIN = frozenset(

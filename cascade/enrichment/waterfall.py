@@ -23,6 +23,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Protocol
 
 from cascade.budgets import BudgetExhausted
 from cascade.enrichment.regions import email_type, needs_professional_email
@@ -40,6 +41,33 @@ from providers.base import (
 
 # Reserves a provider call's cost against the enrichment budget; raises BudgetExhausted.
 Spend = Callable[[Decimal], Awaitable[None]]
+# Gives back what a reservation did not cost (a free "no match", a call that never arrived).
+Refund = Callable[[Decimal], Awaitable[None]]
+
+# What a slot is in the database, as the last write of this pass left it: (status,
+# providers_tried, pending_run_id). The write-back applies only if the slot is still so.
+SlotState = tuple[str, tuple[str, ...], str | None]
+
+
+class RunLedger(Protocol):
+    """The database side of handing a slot to an asynchronous provider. The slot is marked
+    as waiting *before* the run starts (its own committed write), so a webhook that comes
+    back at once finds it waiting and is never lost as "late"."""
+
+    async def hand_off(
+        self, slot_id: int, expected: SlotState, tried: list[str], failures: dict[str, int],
+        provider: str, placeholder: str, timeout: float,
+    ) -> bool:  # fmt: skip
+        """Marks the slot waiting for `provider` under the placeholder run id, with its
+        deadline `timeout` seconds from now; False if the slot is no longer `expected`."""
+
+    async def started(self, slot_id: int, placeholder: str, run_id: str) -> bool:
+        """Replaces the placeholder with the provider's run id (unless a webhook came first)."""
+
+    async def take_back(
+        self, slot_id: int, placeholder: str, tried: list[str], failures: dict[str, int]
+    ) -> bool:
+        """The run could not start: the slot is open again (unless a webhook came first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +88,13 @@ class Slot:
     providers_tried: tuple[str, ...]
     pending_provider: str | None
     pending_run_id: str | None
-    pending_deadline: dt.datetime | None
+    # Seconds until the pending run's deadline, by the database's clock (negative: past).
+    deadline_in: float | None
     provider_failures: dict[str, int]
+
+    @property
+    def state(self) -> SlotState:
+        return (self.status, self.providers_tried, self.pending_run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +122,16 @@ class Filled:
 
 @dataclass(frozen=True, slots=True)
 class Awaiting:
+    """Handed to an asynchronous provider: already written (RunLedger), nothing to save."""
+
     provider: str
     run_id: str
-    deadline: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The slot changed while this pass worked on it (a webhook, another event): its new
+    state stands and this pass writes nothing for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +145,7 @@ class Deferred:
     reason: str
 
 
-Outcome = Filled | Awaiting | Unfilled | Deferred
+Outcome = Filled | Awaiting | Unfilled | Deferred | Moved
 
 
 @dataclass(slots=True)
@@ -116,6 +156,7 @@ class Advance:
     outcome: Outcome
     tried: list[str]
     failures: dict[str, int]
+    expected: SlotState
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -162,19 +203,23 @@ class Waterfall:
         self,
         settings: EnrichmentSettings,
         providers: ProviderSet,
-        spend: Spend,
+        budget: tuple[Spend, Refund],
+        ledger: RunLedger,
         now: Callable[[], dt.datetime],
     ) -> None:
         self.settings = settings
         self.providers = providers
-        self.spend = spend
+        self.spend, self.refund = budget
+        self.ledger = ledger
         self.now = now
 
     async def advance(self, company: Company, slot: Slot, key: str) -> Advance | None:
         """One pass over the slot; None when there is nothing to do yet (a run in flight)."""
-        step = Advance(slot, Unfilled(""), list(slot.providers_tried), dict(slot.provider_failures))
+        step = Advance(
+            slot, Unfilled(""), list(slot.providers_tried), dict(slot.provider_failures), slot.state
+        )
         if slot.status == "awaiting_provider":
-            if slot.pending_deadline is not None and slot.pending_deadline > self.now():
+            if slot.deadline_in is not None and slot.deadline_in > 0:
                 return None
             step.attempts.append(
                 Attempt(
@@ -214,7 +259,7 @@ class Waterfall:
                 if deferred:
                     break  # a passing failure first: retry it before handing off to a run
                 started = await self._start_run(name, query, slot, step, key)
-                if isinstance(started, Awaiting | Deferred):
+                if started is not None:
                     step.outcome = started
                     return step
                 continue
@@ -237,14 +282,13 @@ class Waterfall:
         try:
             await self.spend(finder.cost_per_call)
         except BudgetExhausted as exc:
-            step.attempts.append(
-                Attempt(name, finder.mode, phase, "budget_exhausted", detail=str(exc))
-            )
-            return Deferred(exc.resets_at, f"budget: {exc}")
+            return self._unaffordable(name, finder.mode, phase, step, exc)
         try:
             lookup = await finder.find(query, idempotency_key=f"{key}-slot{step.slot.id}-{name}")
         except ProviderError as exc:
+            await self.refund(finder.cost_per_call - exc.cost)
             return self._failed(name, finder.mode, phase, step, exc)
+        await self.refund(finder.cost_per_call - lookup.cost)
         verdict = judge(lookup.candidates, self.settings.confidence_threshold, company.country)
         step.tried.append(name)
         step.attempts.append(
@@ -263,30 +307,55 @@ class Waterfall:
 
     async def _start_run(
         self, name: str, query: ContactQuery, slot: Slot, step: Advance, key: str
-    ) -> Awaiting | Deferred | None:
+    ) -> Awaiting | Deferred | Moved | None:
         starter = self.providers.apify
         try:
             await self.spend(starter.cost_per_call)
         except BudgetExhausted as exc:
-            step.attempts.append(
-                Attempt(name, starter.mode, "async", "budget_exhausted", detail=str(exc))
-            )
-            return Deferred(exc.resets_at, f"budget: {exc}")
+            return self._unaffordable(name, starter.mode, "async", step, exc)
+        placeholder = f"pending:{key}-slot{slot.id}-{name}"
+        before = list(step.tried)
+        step.tried.append(name)
+        ledger = self.ledger
+        if not await ledger.hand_off(
+            slot.id, step.expected, step.tried, step.failures, name, placeholder,
+            self.settings.apify_timeout,
+        ):  # fmt: skip
+            await self.refund(starter.cost_per_call)
+            step.tried = before
+            return Moved()
+        step.expected = ("awaiting_provider", tuple(step.tried), placeholder)
         try:
             run = await starter.start_run(
                 query,
                 slot_ids=(slot.id,),
                 webhook_url=f"{self.settings.public_url.rstrip('/')}/webhooks/apify",
-                idempotency_key=f"{key}-slot{slot.id}-{name}",
+                idempotency_key=placeholder.removeprefix("pending:"),
             )
         except ProviderError as exc:
-            return self._failed(name, starter.mode, "async", step, exc)
-        step.tried.append(name)
+            await self.refund(starter.cost_per_call - exc.cost)
+            step.tried = before
+            deferred = self._failed(name, starter.mode, "async", step, exc)
+            if not await ledger.take_back(slot.id, placeholder, step.tried, step.failures):
+                return Awaiting(name, placeholder)  # its webhook came anyway: it stands
+            step.expected = ("open", tuple(step.tried), None)
+            return deferred
         step.attempts.append(
             Attempt(name, run.mode, "async", "started", None, run.cost, run.latency_ms, run.run_id)
         )
-        deadline = self.now() + dt.timedelta(seconds=self.settings.apify_timeout)
-        return Awaiting(name, run.run_id, deadline)
+        await ledger.started(slot.id, placeholder, run.run_id)
+        return Awaiting(name, run.run_id)
+
+    def _unaffordable(
+        self, name: str, mode: str, phase: str, step: Advance, exc: BudgetExhausted
+    ) -> Deferred | None:
+        """A used-up budget waits for its next period; a call dearer than the whole budget
+        can never be made, so the provider counts as tried."""
+        step.attempts.append(Attempt(name, mode, phase, "budget_exhausted", detail=str(exc)))
+        if exc.requested is not None and exc.requested > exc.limit:
+            step.tried.append(name)
+            return None
+        return Deferred(exc.resets_at, f"budget: {exc}")
 
     def _failed(
         self, name: str, mode: str, phase: str, step: Advance, exc: ProviderError

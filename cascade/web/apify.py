@@ -35,10 +35,10 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from cascade.enrichment.regions import email_type
+from cascade.enrichment.slots import ADD_CONTACTS, RECORD_ATTEMPT, SLOT_CONTACTS
 from cascade.enrichment.waterfall import Judgement, judge
 from cascade.handling import Connection
 from cascade.web.fields import OptionalText, SlotId
-from handlers.slots_created import ADD_CONTACTS, RECORD_ATTEMPT
 from providers.base import Candidate
 
 PROVIDER = "apify"
@@ -53,11 +53,7 @@ LOCK_SLOTS: LiteralString = """
      ORDER BY s.id
        FOR UPDATE OF s
 """
-# The contacts of slots that an earlier writer filled first (ADD_CONTACTS' ON CONFLICT).
-SLOT_CONTACTS: LiteralString = """
-    SELECT id, slot_id FROM marketing.contact_enrichment WHERE slot_id = ANY($1::bigint[])
-"""
-# One statement each, as in handlers/slots_created.py: the slots' statement trigger then emits
+# One statement each, as in cascade/enrichment/slots.py: the slots' statement trigger then emits
 # one slots_created per company, never one per slot. Both compare-and-set on the waiting
 # state, so neither can undo a later decision.
 FILL_SLOTS: LiteralString = """
@@ -158,10 +154,13 @@ async def settle(conn: Connection, delivery: ApifyDelivery, threshold: float) ->
 
 
 def _awaiting(slot: asyncpg.Record, run_id: str | None) -> bool:
+    """Whether the slot waits for this run. A `pending:` placeholder means the handler marked
+    the slot waiting and was starting the run when its webhook came back: it is this one."""
+    pending = slot["pending_run_id"]
     return (
         slot["status"] == "awaiting_provider"
         and slot["pending_provider"] == PROVIDER
-        and (run_id is None or slot["pending_run_id"] == run_id)
+        and (run_id is None or pending == run_id or pending.startswith("pending:"))
     )
 
 

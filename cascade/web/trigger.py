@@ -56,8 +56,11 @@ def import_folder(environ: Mapping[str, str]) -> Path:
 
 def confined(csv_path: str, environ: Mapping[str, str]) -> Path:
     folder = import_folder(environ)
-    path = (folder / csv_path).resolve()  # relative to the folder; symlinks and .. resolved
-    if not path.is_relative_to(folder):
+    try:
+        path = (folder / csv_path).resolve()  # relative to the folder; symlinks and .. resolved
+    except (ValueError, OSError):  # a NUL byte, a loop of links
+        path = None
+    if path is None or not path.is_relative_to(folder):
         raise ApiError(
             422,
             "csv_path_refused",

@@ -18,7 +18,9 @@ from cascade.enrichment.waterfall import (
     Company,
     Deferred,
     Filled,
+    Moved,
     Slot,
+    SlotState,
     Unfilled,
     Waterfall,
     judge,
@@ -64,7 +66,8 @@ class Finder:
         if isinstance(answer, Exception):
             raise answer
         assert isinstance(answer, tuple)
-        return Lookup(self.name, "sandbox", answer, self.cost_per_call, 10.0)
+        cost = self.cost_per_call if answer else Decimal(0)  # like PDL, a "no match" is free
+        return Lookup(self.name, "sandbox", answer, cost, 10.0)
 
 
 @dataclass
@@ -112,13 +115,54 @@ def waterfall(
             )
         calls["left"] -= 1
 
-    return Waterfall(EnrichmentSettings.model_validate(settings), providers, spend, lambda: NOW)
+    async def refund(amount: Decimal) -> None:
+        refunds.append(amount)
+
+    return Waterfall(
+        EnrichmentSettings.model_validate(settings), providers, (spend, refund), ledger, lambda: NOW
+    )
+
+
+@dataclass
+class Ledger:
+    """The slots as the ledger wrote them: (slot id, what)."""
+
+    writes: list[tuple[int, str]] = field(default_factory=list)
+    moved: bool = False  # the slot changed before the hand-off
+
+    async def hand_off(
+        self, slot_id: int, expected: SlotState, tried: list[str], failures: dict[str, int],
+        provider: str, placeholder: str, timeout: float,
+    ) -> bool:  # fmt: skip
+        self.writes.append((slot_id, f"awaiting {provider} {placeholder} for {timeout:g}s"))
+        return not self.moved
+
+    async def started(self, slot_id: int, placeholder: str, run_id: str) -> bool:
+        self.writes.append((slot_id, f"run {run_id}"))
+        return True
+
+    async def take_back(
+        self, slot_id: int, placeholder: str, tried: list[str], failures: dict[str, int]
+    ) -> bool:
+        self.writes.append((slot_id, f"open again, tried {tried}"))
+        return True
+
+
+ledger = Ledger()
+refunds: list[Decimal] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ledger() -> None:
+    ledger.writes.clear()
+    ledger.moved = False
+    refunds.clear()
 
 
 def fresh_slot(**changes: object) -> Slot:
     values: dict[str, object] = {
         "id": 7, "role": "CEO", "status": "open", "providers_tried": (),
-        "pending_provider": None, "pending_run_id": None, "pending_deadline": None,
+        "pending_provider": None, "pending_run_id": None, "deadline_in": None,
         "provider_failures": {},
     }  # fmt: skip
     values.update(changes)
@@ -155,9 +199,10 @@ async def test_fallback__below_threshold_everywhere_moves_on_in_order_then_to_ap
         ("prospeo", "fallback", "not_found"),
         ("apify", "async", "started"),
     ]
-    assert isinstance(step.outcome, Awaiting)
-    assert step.outcome.deadline == NOW + dt.timedelta(seconds=900)
+    assert step.outcome == Awaiting("apify", "run-1")
     assert apify.started == [(7,)]
+    # Marked waiting before the run started, so an early webhook finds it.
+    assert ledger.writes == [(7, "awaiting apify pending:k-slot7-apify for 900s"), (7, "run run-1")]
 
 
 async def test_threshold__is_configurable() -> None:
@@ -265,7 +310,7 @@ async def test_async_run__waits_until_its_deadline() -> None:
     slot = fresh_slot(
         status="awaiting_provider", providers_tried=("peopledatalabs", "prospeo", "apify"),
         pending_provider="apify", pending_run_id="run-1",
-        pending_deadline=NOW + dt.timedelta(seconds=5),
+        deadline_in=5.0,
     )  # fmt: skip
 
     assert (
@@ -280,7 +325,7 @@ async def test_async_run__past_its_deadline_times_out_and_ends_the_slot() -> Non
     slot = fresh_slot(
         status="awaiting_provider", providers_tried=("peopledatalabs", "prospeo", "apify"),
         pending_provider="apify", pending_run_id="run-1",
-        pending_deadline=NOW - dt.timedelta(seconds=1),
+        deadline_in=-1.0,
     )  # fmt: skip
 
     step = await waterfall(Finder("peopledatalabs", []), Finder("prospeo", [])).advance(
@@ -302,3 +347,60 @@ async def test_fanout__bounds_the_parallel_phase() -> None:
     assert step is not None
     assert isinstance(step.outcome, Filled)
     assert prospeo.calls == []
+
+
+async def test_async_run__a_slot_moved_before_the_hand_off_is_left_alone() -> None:
+    ledger.moved = True
+    apify = Apify()
+
+    step = await waterfall(Finder("peopledatalabs", []), Finder("prospeo", []), apify).advance(
+        ACME, fresh_slot(providers_tried=("peopledatalabs", "prospeo")), "k"
+    )
+
+    assert step is not None
+    assert isinstance(step.outcome, Moved)
+    assert apify.started == []
+
+
+async def test_async_run__that_cannot_start_gives_the_slot_back_and_defers() -> None:
+    class Down(Apify):
+        async def start_run(self, query: ContactQuery, **kwargs: object) -> StartedRun:
+            raise ProviderUnavailable("apify", "HTTP 503")
+
+    step = await waterfall(Finder("peopledatalabs", []), Finder("prospeo", []), Down()).advance(
+        ACME, fresh_slot(providers_tried=("peopledatalabs", "prospeo")), "k"
+    )
+
+    assert step is not None
+    assert isinstance(step.outcome, Deferred)
+    assert ledger.writes[-1] == (7, "open again, tried ['peopledatalabs', 'prospeo']")
+    assert step.expected == ("open", ("peopledatalabs", "prospeo"), None)
+
+
+async def test_budget__what_a_call_did_not_cost_is_given_back() -> None:
+    pdl = Finder("peopledatalabs", [()], cost_per_call=Decimal("0.10"))
+
+    await waterfall(pdl, Finder("prospeo", [()]), providers=("peopledatalabs",)).advance(
+        ACME, fresh_slot(), "k"
+    )
+
+    assert refunds == [Decimal("0.10")]  # a "no match" from Finder costs nothing here
+
+
+async def test_budget__a_call_dearer_than_the_whole_budget_counts_as_tried() -> None:
+    class Dear(Finder):
+        pass
+
+    pdl = Dear("peopledatalabs", [], cost_per_call=Decimal(500))
+
+    async def never(amount: Decimal) -> None:
+        raise BudgetExhausted(
+            "enrichment_budget", Decimal(0), Decimal(100), NOW, requested=Decimal(500)
+        )
+
+    water = waterfall(pdl, Finder("prospeo", []), providers=("peopledatalabs",))
+    water.spend = never
+    step = await water.advance(ACME, fresh_slot(), "k")
+
+    assert step is not None
+    assert isinstance(step.outcome, Unfilled)
