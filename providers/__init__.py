@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 import httpx
 
 from providers import apify, millionverifier, peopledatalabs, prospeo, sandbox
-from providers.base import ContactFinder, EmailVerifier, RunStarter
+from providers.base import ContactFinder, EmailVerifier, Mode, RunStarter
 from providers.http import Channel, RetryPolicy
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,94 +92,109 @@ class _Opener:
         return Channel(provider, client, policy, asyncio.Semaphore(size))
 
 
-def _cost(environ: Mapping[str, str], variable: str, default: Decimal) -> Decimal:
-    return Decimal(environ.get(variable) or default)
+@dataclass(frozen=True, slots=True)
+class _Account:
+    """How one provider is configured: the variables of its credential, endpoint and price."""
+
+    name: str
+    label: str  # as the sandbox announcement names it
+    key_variable: str
+    default_base: str
+    default_cost: Decimal
+
+    @property
+    def prefix(self) -> str:
+        return self.key_variable.split("_")[0]
+
+
+# Builds a client from (channel, credential, base URL, cost per call, mode).
+Make = Callable[[Channel, str, str, Decimal, Mode], T]
+
+
+def _client(
+    environ: Mapping[str, str],
+    opener: _Opener,
+    account: _Account,
+    sandbox_transport: httpx.AsyncBaseTransport,
+    make: Make[T],
+) -> T:
+    """The live client when the account's credential is set; otherwise the same client
+    talking to its sandbox stand-in, at no cost, and said so in the log."""
+    if key := environ.get(account.key_variable):
+        base = environ.get(f"{account.prefix}_BASE_URL") or account.default_base
+        cost = Decimal(environ.get(f"{account.prefix}_COST_PER_CALL") or account.default_cost)
+        return make(opener.channel(account.name), key, base, cost, "live")
+    sandbox.announce(account.label, account.key_variable)
+    channel = opener.channel(account.name, sandbox_transport)
+    return make(channel, sandbox.SANDBOX_KEY, account.default_base, Decimal(0), "sandbox")
+
+
+PEOPLEDATALABS = _Account(
+    peopledatalabs.NAME, "PeopleDataLabs", "PEOPLEDATALABS_API_KEY",
+    peopledatalabs.DEFAULT_BASE_URL, peopledatalabs.DEFAULT_COST_PER_CALL,
+)  # fmt: skip
+PROSPEO = _Account(
+    prospeo.NAME, "Prospeo", "PROSPEO_API_KEY", prospeo.DEFAULT_BASE_URL,
+    prospeo.DEFAULT_COST_PER_CALL,
+)  # fmt: skip
+APIFY = _Account(
+    apify.NAME, "Apify", "APIFY_TOKEN", apify.DEFAULT_BASE_URL, apify.DEFAULT_COST_PER_CALL
+)
+MILLIONVERIFIER = _Account(
+    millionverifier.NAME, "MillionVerifier", "MILLIONVERIFIER_API_KEY",
+    millionverifier.DEFAULT_BASE_URL, millionverifier.DEFAULT_COST_PER_CALL,
+)  # fmt: skip
 
 
 def _peopledatalabs(
     environ: Mapping[str, str], opener: _Opener, sandboxed: sandbox.SandboxSettings
 ) -> peopledatalabs.PeopleDataLabs:
-    name = peopledatalabs.NAME
-    if key := environ.get("PEOPLEDATALABS_API_KEY"):
+    def make(
+        channel: Channel, key: str, base: str, cost: Decimal, mode: Mode
+    ) -> peopledatalabs.PeopleDataLabs:
         return peopledatalabs.PeopleDataLabs(
-            opener.channel(name),
-            api_key=key,
-            base_url=environ.get("PEOPLEDATALABS_BASE_URL") or peopledatalabs.DEFAULT_BASE_URL,
-            cost_per_call=_cost(
-                environ, "PEOPLEDATALABS_COST_PER_CALL", peopledatalabs.DEFAULT_COST_PER_CALL
-            ),
+            channel, api_key=key, base_url=base, cost_per_call=cost, mode=mode
         )
-    sandbox.announce("PeopleDataLabs", "PEOPLEDATALABS_API_KEY")
-    return peopledatalabs.PeopleDataLabs(
-        opener.channel(name, sandbox.PeopleDataLabsSandbox(sandboxed)),
-        api_key=sandbox.SANDBOX_KEY,
-        cost_per_call=Decimal(0),
-        mode="sandbox",
-    )
+
+    return _client(environ, opener, PEOPLEDATALABS, sandbox.PeopleDataLabsSandbox(sandboxed), make)
 
 
 def _prospeo(
     environ: Mapping[str, str], opener: _Opener, sandboxed: sandbox.SandboxSettings
 ) -> prospeo.Prospeo:
-    if key := environ.get("PROSPEO_API_KEY"):
-        return prospeo.Prospeo(
-            opener.channel(prospeo.NAME),
-            api_key=key,
-            base_url=environ.get("PROSPEO_BASE_URL") or prospeo.DEFAULT_BASE_URL,
-            cost_per_call=_cost(environ, "PROSPEO_COST_PER_CALL", prospeo.DEFAULT_COST_PER_CALL),
-        )
-    sandbox.announce("Prospeo", "PROSPEO_API_KEY")
-    return prospeo.Prospeo(
-        opener.channel(prospeo.NAME, sandbox.ProspeoSandbox(sandboxed)),
-        api_key=sandbox.SANDBOX_KEY,
-        cost_per_call=Decimal(0),
-        mode="sandbox",
-    )
+    def make(channel: Channel, key: str, base: str, cost: Decimal, mode: Mode) -> prospeo.Prospeo:
+        return prospeo.Prospeo(channel, api_key=key, base_url=base, cost_per_call=cost, mode=mode)
+
+    return _client(environ, opener, PROSPEO, sandbox.ProspeoSandbox(sandboxed), make)
 
 
 def _apify(
     environ: Mapping[str, str], opener: _Opener, sandboxed: sandbox.SandboxSettings
 ) -> apify.Apify:
     actor_id = environ.get("APIFY_ACTOR_ID") or apify.DEFAULT_ACTOR_ID
-    if token := environ.get("APIFY_TOKEN"):
+
+    def make(channel: Channel, key: str, base: str, cost: Decimal, mode: Mode) -> apify.Apify:
         return apify.Apify(
-            opener.channel(apify.NAME),
-            token=token,
-            base_url=environ.get("APIFY_BASE_URL") or apify.DEFAULT_BASE_URL,
-            actor_id=actor_id,
-            cost_per_call=_cost(environ, "APIFY_COST_PER_CALL", apify.DEFAULT_COST_PER_CALL),
+            channel, api_key=key, base_url=base, actor_id=actor_id, cost_per_call=cost, mode=mode
         )
-    sandbox.announce("Apify", "APIFY_TOKEN")
-    return apify.Apify(
-        opener.channel(apify.NAME, sandbox.ApifySandbox(sandboxed)),
-        token=sandbox.SANDBOX_KEY,
-        actor_id=actor_id,
-        cost_per_call=Decimal(0),
-        mode="sandbox",
-    )
+
+    return _client(environ, opener, APIFY, sandbox.ApifySandbox(sandboxed), make)
 
 
 def _millionverifier(
     environ: Mapping[str, str], opener: _Opener, sandboxed: sandbox.SandboxSettings
 ) -> millionverifier.MillionVerifier:
-    name = millionverifier.NAME
     # MillionVerifier's own SMTP timeout must end before our HTTP timeout does.
     verify_timeout = int(opener.settings.timeout) - 1
-    if key := environ.get("MILLIONVERIFIER_API_KEY"):
+
+    def make(
+        channel: Channel, key: str, base: str, cost: Decimal, mode: Mode
+    ) -> millionverifier.MillionVerifier:
         return millionverifier.MillionVerifier(
-            opener.channel(name),
-            api_key=key,
-            base_url=environ.get("MILLIONVERIFIER_BASE_URL") or millionverifier.DEFAULT_BASE_URL,
-            cost_per_call=_cost(
-                environ, "MILLIONVERIFIER_COST_PER_CALL", millionverifier.DEFAULT_COST_PER_CALL
-            ),
+            channel, api_key=key, base_url=base, cost_per_call=cost, mode=mode,
             verify_timeout=verify_timeout,
-        )
-    sandbox.announce("MillionVerifier", "MILLIONVERIFIER_API_KEY")
-    return millionverifier.MillionVerifier(
-        opener.channel(name, sandbox.MillionVerifierSandbox(sandboxed)),
-        api_key=sandbox.SANDBOX_KEY,
-        cost_per_call=Decimal(0),
-        mode="sandbox",
-        verify_timeout=verify_timeout,
+        )  # fmt: skip
+
+    return _client(
+        environ, opener, MILLIONVERIFIER, sandbox.MillionVerifierSandbox(sandboxed), make
     )

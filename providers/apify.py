@@ -35,7 +35,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict
 
 from providers.base import ContactQuery, Mode, StartedRun
-from providers.http import Channel
+from providers.http import Channel, Client
 
 NAME = "apify"
 DEFAULT_BASE_URL = "https://api.apify.com"
@@ -110,28 +110,25 @@ def failure_webhooks(
     return base64.b64encode(json.dumps(spec).encode()).decode("ascii")
 
 
-class Apify:
+class Apify(Client):
     """A RunStarter over Apify's actor runs."""
 
     def __init__(
         self,
         channel: Channel,
         *,
-        token: str,
+        api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         actor_id: str = DEFAULT_ACTOR_ID,
         cost_per_call: Decimal = DEFAULT_COST_PER_CALL,
         mode: Mode = "live",
         process_key: ProcessKey = ProcessKey(),
     ) -> None:
-        self.name = NAME
-        self.mode: Mode = mode
-        self.cost_per_call = cost_per_call
-        self._channel = channel
-        self._token = token
-        self._key = process_key
         actor = quote(actor_id.replace("/", "~"), safe="~")
-        self._url = f"{base_url.rstrip('/')}/v2/acts/{actor}/runs"
+        url = f"{base_url.rstrip('/')}/v2/acts/{actor}/runs"
+        super().__init__(NAME, channel, api_key=api_key, url=url, cost_per_call=cost_per_call,
+                         mode=mode)  # fmt: skip
+        self._key = process_key
 
     async def start_run(
         self,
@@ -148,7 +145,7 @@ class Apify:
                 "webhooks": failure_webhooks(slot_ids, webhook_url, idempotency_key, self._key)
             },
             headers={
-                "Authorization": f"Bearer {self._token}",
+                "Authorization": f"Bearer {self._api_key}",
                 "Idempotency-Key": idempotency_key,
             },
             json=run_input(query, slot_ids, webhook_url, self._key),

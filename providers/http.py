@@ -30,13 +30,14 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TypeVar
 
 import httpx
 import pydantic
 import tenacity
 
-from providers.base import ProviderRateLimited, ProviderRejected, ProviderUnavailable
+from providers.base import Mode, ProviderRateLimited, ProviderRejected, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +207,20 @@ def excerpt(response: httpx.Response) -> str:
 
 def _is_json_error(error: pydantic.ValidationError) -> bool:
     return any(detail["type"] == "json_invalid" for detail in error.errors())
+
+
+class Client:
+    """What every provider client holds: its channel, credential, endpoint and price, and
+    whether it is live or a sandbox (the ContactFinder, RunStarter and EmailVerifier
+    protocols read `name`, `mode` and `cost_per_call`)."""
+
+    def __init__(
+        self, name: str, channel: Channel, *, api_key: str, url: str, cost_per_call: Decimal,
+        mode: Mode,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.mode: Mode = mode
+        self.cost_per_call = cost_per_call
+        self._channel = channel
+        self._api_key = api_key
+        self._url = url

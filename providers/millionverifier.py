@@ -32,7 +32,7 @@ from providers.base import (
     ProviderUnavailable,
     VerificationResult,
 )
-from providers.http import Channel
+from providers.http import Channel, Client
 
 NAME = "millionverifier"
 DEFAULT_BASE_URL = "https://api.millionverifier.com"
@@ -70,7 +70,7 @@ def score(result: VerificationResult, quality: str | None) -> float:
     return min(_RESULT_SCORE[result], _QUALITY_CAP.get((quality or "").lower(), 1.0))
 
 
-class MillionVerifier:
+class MillionVerifier(Client):
     """An EmailVerifier over MillionVerifier's single-address API."""
 
     def __init__(
@@ -83,12 +83,9 @@ class MillionVerifier:
         mode: Mode = "live",
         verify_timeout: int = 10,
     ) -> None:
-        self.name = NAME
-        self.mode: Mode = mode
-        self.cost_per_call = cost_per_call
-        self._channel = channel
-        self._api_key = api_key
-        self._url = base_url.rstrip("/") + VERIFY_PATH
+        url = base_url.rstrip("/") + VERIFY_PATH
+        super().__init__(NAME, channel, api_key=api_key, url=url, cost_per_call=cost_per_call,
+                         mode=mode)  # fmt: skip
         self._verify_timeout = min(60, max(2, verify_timeout))
 
     async def verify(self, email: str, *, idempotency_key: str) -> EmailCheck:

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from providers.base import Candidate, ContactQuery, Lookup, Mode, Role
-from providers.http import Channel
+from providers.http import Channel, Client
 from providers.roles import clamp, email_at, title_matches
 
 NAME = "peopledatalabs"
@@ -96,7 +96,7 @@ def search_query(query: ContactQuery) -> dict[str, Any]:
     }
 
 
-class PeopleDataLabs:
+class PeopleDataLabs(Client):
     """A ContactFinder over PDL's Person Search API."""
 
     def __init__(
@@ -109,12 +109,9 @@ class PeopleDataLabs:
         mode: Mode = "live",
         size: int = 3,
     ) -> None:
-        self.name = NAME
-        self.mode: Mode = mode
-        self.cost_per_call = cost_per_call
-        self._channel = channel
-        self._api_key = api_key
-        self._url = base_url.rstrip("/") + SEARCH_PATH
+        url = base_url.rstrip("/") + SEARCH_PATH
+        super().__init__(NAME, channel, api_key=api_key, url=url, cost_per_call=cost_per_call,
+                         mode=mode)  # fmt: skip
         self._size = size
 
     async def find(self, query: ContactQuery, *, idempotency_key: str) -> Lookup:

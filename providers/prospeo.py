@@ -30,7 +30,7 @@ from providers.base import (
     ProviderFault,
     ProviderRejected,
 )
-from providers.http import Channel, excerpt
+from providers.http import Channel, Client, excerpt
 from providers.roles import title_matches
 
 NAME = "prospeo"
@@ -76,7 +76,7 @@ class _Answer(BaseModel):
     response: _Found | None = None
 
 
-class Prospeo:
+class Prospeo(Client):
     """A ContactFinder over Prospeo's domain search."""
 
     def __init__(
@@ -89,12 +89,9 @@ class Prospeo:
         mode: Mode = "live",
         limit: int = 50,
     ) -> None:
-        self.name = NAME
-        self.mode: Mode = mode
-        self.cost_per_call = cost_per_call
-        self._channel = channel
-        self._api_key = api_key
-        self._url = base_url.rstrip("/") + SEARCH_PATH
+        url = base_url.rstrip("/") + SEARCH_PATH
+        super().__init__(NAME, channel, api_key=api_key, url=url, cost_per_call=cost_per_call,
+                         mode=mode)  # fmt: skip
         self._limit = limit
 
     async def find(self, query: ContactQuery, *, idempotency_key: str) -> Lookup:

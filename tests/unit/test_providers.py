@@ -196,7 +196,7 @@ async def find_with_prospeo(channel: Channel) -> object:
 
 
 async def start_apify_run(channel: Channel) -> StartedRun:
-    client = Apify(channel, token=APIFY_TOKEN, actor_id="acme/finder")
+    client = Apify(channel, api_key=APIFY_TOKEN, actor_id="acme/finder")
     return await client.start_run(
         QUERY,
         slot_ids=(7, 8),
@@ -669,7 +669,7 @@ async def test_sandbox__an_apify_run_posts_scrape_done_to_the_callback() -> None
         SandboxSettings(apify_delay_ms=0), callback_transport=httpx.MockTransport(callback)
     )
     async with httpx.AsyncClient(transport=transport) as client:
-        apify = Apify(Channel("apify", client), token=SANDBOX_KEY, mode="sandbox")
+        apify = Apify(Channel("apify", client), api_key=SANDBOX_KEY, mode="sandbox")
         run = await apify.start_run(
             QUERY, slot_ids=(11, 12), webhook_url="http://cascade.test/webhooks/apify",
             idempotency_key=KEY,
@@ -701,7 +701,7 @@ async def test_sandbox__a_failed_apify_delivery_is_a_warning(
     )
     with caplog.at_level(logging.WARNING, logger="providers.sandbox"):
         async with httpx.AsyncClient(transport=transport) as client:
-            apify = Apify(Channel("apify", client), token=SANDBOX_KEY, mode="sandbox")
+            apify = Apify(Channel("apify", client), api_key=SANDBOX_KEY, mode="sandbox")
             await apify.start_run(
                 QUERY, slot_ids=(1,), webhook_url="http://cascade.test/x", idempotency_key=KEY
             )
@@ -723,7 +723,7 @@ async def test_sandbox__closing_the_client_cancels_pending_runs() -> None:
         SandboxSettings(apify_delay_ms=60_000), callback_transport=httpx.MockTransport(callback)
     )
     async with httpx.AsyncClient(transport=transport) as client:
-        apify = Apify(Channel("apify", client), token=SANDBOX_KEY, mode="sandbox")
+        apify = Apify(Channel("apify", client), api_key=SANDBOX_KEY, mode="sandbox")
         await apify.start_run(
             QUERY, slot_ids=(1,), webhook_url="http://cascade.test/x", idempotency_key=KEY
         )
