@@ -225,6 +225,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,  # no new connection now: like a server that is away
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
@@ -688,6 +689,11 @@ class Listener:
 
     def _forget_leased(self, key: LeaseKey, task: asyncio.Task[None]) -> None:
         entry = self._leased.get(key)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Failures are recorded inside the task; one that escapes (the admission check's
+            # database read, say) is logged here, and the lease is left to be rescued.
+            fields = entry[0].fields(error=repr(error)) if entry else {"event_id": key[0]}
+            log.error("leased event failed outside its handler", exc_info=error, extra=fields)
         if entry is not None and entry[1] is task:
             del self._leased[key]
         self._doorbell.ring()  # a slot is free: a concurrency-limited type may be claimable
@@ -736,8 +742,17 @@ class Listener:
         except LeaseLost:
             log.warning("lease lost; results discarded", extra=event.fields())
         except Exception as exc:
-            async with pool.acquire() as conn:
-                await self._record_outcome(conn, event, exc, (time.perf_counter() - begin) * 1000)
+            duration_ms = (time.perf_counter() - begin) * 1000
+            try:
+                async with pool.acquire() as conn:
+                    await self._record_outcome(conn, event, exc, duration_ms)
+            except CONNECTION_ERRORS as lost:
+                # No connection to record the failure on (the server is gone, or out of
+                # connections): the lease expires and another listener rescues the event.
+                log.error(
+                    "failure not recorded; the lease will be rescued",
+                    extra=event.fields(error=f"{exc!r}; then {lost!r}"),
+                )
 
     # -- admission and outcomes ---------------------------------------------------------------
 
