@@ -83,11 +83,13 @@ class Tx:
         conn: Connection,
         event: EventInfo,
         before_first_statement: FirstStatementHook | None = None,
+        *,
+        context_set: bool = False,
     ) -> None:
         self._conn = conn
         self._event = event
         self._before = before_first_statement
-        self._context_set = False
+        self._context_set = context_set  # the engine set it already, in a statement of its own
 
     async def _context(self) -> None:
         if not self._context_set:

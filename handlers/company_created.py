@@ -32,9 +32,10 @@ REJECT: LiteralString = """
        SET status = 'rejected', reject_reason = $2, validated_at = now()
      WHERE id = $1 AND status = 'pending'
 """
-# Inserts the company unless its domain is known, and answers with the company either way.
-# Under READ COMMITTED the fallback SELECT may not yet see a row another transaction has
-# just committed; then nothing comes back and the event is retried (see handle).
+# Inserts the company unless its domain is known, links the intake row ($9; NULL for a
+# hand-made event) to the company it became or duplicates, and answers with the company. Under
+# READ COMMITTED the fallback SELECT may not yet see a row another transaction has just
+# committed; then nothing comes back and the event is retried (see _promote).
 PROMOTE_TO_MASTER: LiteralString = """
     WITH inserted AS (
         INSERT INTO marketing.company_master
@@ -43,16 +44,19 @@ PROMOTE_TO_MASTER: LiteralString = """
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (domain) DO NOTHING
         RETURNING id
+    ), company AS (
+        SELECT id, true AS created FROM inserted
+        UNION ALL
+        SELECT id, false FROM marketing.company_master WHERE domain = $2
+        LIMIT 1
+    ), linked AS (
+        UPDATE intake.company_raw_intake AS intake
+           SET status = CASE WHEN company.created THEN 'validated' ELSE 'duplicate' END,
+               company_id = company.id, validated_at = now()
+          FROM company
+         WHERE intake.id = $9 AND intake.status = 'pending'
     )
-    SELECT id, true AS created FROM inserted
-    UNION ALL
-    SELECT id, false FROM marketing.company_master WHERE domain = $2
-    LIMIT 1
-"""
-LINK_INTAKE: LiteralString = """
-    UPDATE intake.company_raw_intake
-       SET status = $2, company_id = $3, validated_at = now()
-     WHERE id = $1 AND status = 'pending'
+    SELECT id, created FROM company
 """
 
 
@@ -99,9 +103,6 @@ async def _promote(
     )
     if company is None:
         raise RuntimeError(f"company {domain} was inserted concurrently; retrying to link it")
-    if intake_id is not None:
-        status = "validated" if company["created"] else "duplicate"
-        await tx.execute(LINK_INTAKE, intake_id, status, company["id"])
 
 
 def _text(value: object) -> str | None:

@@ -46,29 +46,32 @@ RECORD_ATTEMPT: LiteralString = """
          cost, latency_ms, detail)
     VALUES ('verification', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
+# One statement: lock the contact (the validator webhook takes the same lock, so whichever
+# verdict lands first stands and the other sees it), store the verdict unless this address has
+# one already, and only then set the contact's status. A deliverable contact stays 'enriched'
+# until email_verified makes it 'ready'.
 SAVE_VERDICT: LiteralString = """
-    INSERT INTO marketing.email_verification
-        (contact_id, email, result, verdict, reason, score, quality, subresult, provider,
-         provider_mode, source)
-    SELECT id, email, $3, $4, $5, $6, $7, $8, $9, $10, 'api'
-      FROM marketing.contact_enrichment WHERE id = $1 AND email = $2
-    ON CONFLICT (contact_id) DO UPDATE
-       SET email = EXCLUDED.email, result = EXCLUDED.result, verdict = EXCLUDED.verdict,
-           reason = EXCLUDED.reason, score = EXCLUDED.score, quality = EXCLUDED.quality,
-           subresult = EXCLUDED.subresult, provider = EXCLUDED.provider,
-           provider_mode = EXCLUDED.provider_mode, source = 'api', verified_at = now()
-     WHERE marketing.email_verification.email IS DISTINCT FROM EXCLUDED.email
-    RETURNING id
-"""
-# The validator webhook takes the same lock (cascade/web/validator.py): whichever verdict
-# lands first stands, and the other sees it.
-LOCK_CONTACT: LiteralString = """
-    SELECT id FROM marketing.contact_enrichment WHERE id = $1 FOR UPDATE
-"""
-# A deliverable contact waits for email_verified to become 'ready'; the others stop here.
-SET_CONTACT_STATUS: LiteralString = """
-    UPDATE marketing.contact_enrichment SET status = $3, updated_at = now()
-     WHERE id = $1 AND email = $2 AND $3 <> 'enriched'
+    WITH contact AS (
+        SELECT id, email FROM marketing.contact_enrichment
+         WHERE id = $1 AND email = $2
+           FOR UPDATE
+    ), saved AS (
+        INSERT INTO marketing.email_verification
+            (contact_id, email, result, verdict, reason, score, quality, subresult, provider,
+             provider_mode, source)
+        SELECT id, email, $3, $4, $5, $6, $7, $8, $9, $10, 'api' FROM contact
+        ON CONFLICT (contact_id) DO UPDATE
+           SET email = EXCLUDED.email, result = EXCLUDED.result, verdict = EXCLUDED.verdict,
+               reason = EXCLUDED.reason, score = EXCLUDED.score, quality = EXCLUDED.quality,
+               subresult = EXCLUDED.subresult, provider = EXCLUDED.provider,
+               provider_mode = EXCLUDED.provider_mode, source = 'api', verified_at = now()
+         WHERE marketing.email_verification.email IS DISTINCT FROM EXCLUDED.email
+        RETURNING contact_id
+    )
+    UPDATE marketing.contact_enrichment AS c
+       SET status = $11, updated_at = now()
+      FROM saved
+     WHERE c.id = saved.contact_id AND $11 <> 'enriched'
 """
 CONTACT_STATUS = {
     "deliverable": "enriched",
@@ -129,10 +132,8 @@ async def handle(payload: Payload, deps: Deps) -> None:
     if verdict is None:
         raise RetryLater(enrichment.settings.unknown_retry_seconds, f"{email}: result unknown")
     async with deps.completing_transaction() as tx:
-        await tx.execute(LOCK_CONTACT, payload.id)
-        saved = await tx.fetchval(
+        await tx.execute(
             SAVE_VERDICT, payload.id, email, check.result, verdict.verdict, verdict.reason,
             round(check.score, 3), check.quality, check.subresult, check.provider, check.mode,
+            CONTACT_STATUS[verdict.verdict],
         )  # fmt: skip
-        if saved is not None:  # else this address had its verdict already (the webhook's)
-            await tx.execute(SET_CONTACT_STATUS, payload.id, email, CONTACT_STATUS[verdict.verdict])

@@ -98,9 +98,26 @@ class Channel:
         """The provider's answer below 400, or one whose status is in `passthrough` (a status
         the provider uses to say something other than "failed", like PDL's 404 "no match")."""
         started = time.perf_counter()
+        try:
+            # The first attempt goes straight out: most calls succeed and need none of the
+            # retry machinery (it costs about as much as the sandbox's whole answer).
+            response = await self._attempt(request, passthrough)
+        except _Retryable as first:
+            response = await self._retry(request, passthrough, first)
+        return Exchange(response, (time.perf_counter() - started) * 1000.0)
+
+    async def _retry(
+        self, request: httpx.Request, passthrough: Collection[int], first: _Retryable
+    ) -> httpx.Response:
+        """Attempts 2 to max_retries + 1, after the first one failed with `first`."""
+        if self.policy.max_retries < 1:
+            raise self._gave_up(first) from first
+        delay = self._delay(first, 1)
+        self._announce(1, first, delay)
+        await self.policy.sleep(delay)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(_Retryable),
-            stop=tenacity.stop_after_attempt(self.policy.max_retries + 1),
+            stop=tenacity.stop_after_attempt(self.policy.max_retries),
             wait=self._wait,
             sleep=self.policy.sleep,
             before_sleep=self._log_retry,
@@ -110,7 +127,7 @@ class Channel:
             response: httpx.Response = await retrying(self._attempt, request, passthrough)
         except _Retryable as exhausted:
             raise self._gave_up(exhausted) from exhausted
-        return Exchange(response, (time.perf_counter() - started) * 1000.0)
+        return response
 
     def parse(self, response: httpx.Response, model: type[M]) -> M:
         try:
@@ -152,17 +169,26 @@ class Channel:
             return ProviderRateLimited(self.provider, wait)  # not worth holding a worker for
         return _Retryable("HTTP 429", wait=wait, status=429)
 
+    # In the retry loop, attempt n is the call's attempt n + 1 (the first went out alone).
+
     def _wait(self, state: tenacity.RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome else None
+        return self._delay(failure, state.attempt_number + 1)
+
+    def _delay(self, failure: BaseException | None, attempt: int) -> float:
+        """How long to wait after `attempt` failed: the provider's Retry-After, if it said."""
         if isinstance(failure, _Retryable) and failure.wait is not None:
             return failure.wait
-        return self.policy.backoff(state.attempt_number)
+        return self.policy.backoff(attempt)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        self._announce(state.attempt_number + 1, failure, wait)
+
+    def _announce(self, attempt: int, failure: BaseException | None, wait: float) -> None:
         log.info("%s: attempt %d failed (%s); retrying in %.2fs",
-                 self.provider, state.attempt_number, failure, wait)  # fmt: skip
+                 self.provider, attempt, failure, wait)  # fmt: skip
 
     def _gave_up(self, last: _Retryable) -> Exception:
         if last.status == 429:

@@ -34,12 +34,7 @@ from cascade.enrichment.settings import EnrichmentSettings
 from cascade.enrichment.verification import Verdict, gate
 from cascade.handling import Connection
 from cascade.web.fields import OptionalText, PersonId
-from handlers.contact_enriched import (
-    CONTACT_STATUS,
-    READ_CONTACT,
-    RECORD_ATTEMPT,
-    SET_CONTACT_STATUS,
-)
+from handlers.contact_enriched import CONTACT_STATUS, READ_CONTACT, RECORD_ATTEMPT
 from providers.base import EmailCheck
 from providers.millionverifier import NAME as PROVIDER
 
@@ -60,7 +55,13 @@ SAVE_VERDICT: LiteralString = """
            provider_mode = EXCLUDED.provider_mode, source = 'webhook', verified_at = now()
      WHERE marketing.email_verification.email IS DISTINCT FROM EXCLUDED.email
 """
-# The contact row is locked first, so a concurrent API check of the same contact waits.
+# A deliverable contact waits for email_verified to become 'ready'; the others stop here.
+SET_CONTACT_STATUS: LiteralString = """
+    UPDATE marketing.contact_enrichment SET status = $3, updated_at = now()
+     WHERE id = $1 AND email = $2 AND $3 <> 'enriched'
+"""
+# The contact row is locked first, as the API check's SAVE_VERDICT does: the first verdict
+# for an address stands and the other finds it.
 LOCK_CONTACT: LiteralString = """
     SELECT id FROM marketing.contact_enrichment WHERE id = $1 FOR UPDATE
 """

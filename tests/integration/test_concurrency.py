@@ -59,6 +59,11 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
+def held_by(event_id: int, attempt: int, owner: str) -> tuple[object, ...]:
+    """HOLD_LEASE's arguments: the lease to check, then the lineage context it sets."""
+    return (event_id, attempt, owner, str(event_id), str(event_id), "")
+
+
 async def claim(db: asyncpg.Connection, owner: str) -> asyncpg.Record:
     """The lease path's claim, as a listener named `owner` makes it."""
     return await one(db, listener.CLAIM_LEASED, owner, ["test_external"], 10, 30.0)
@@ -127,7 +132,7 @@ async def test_hold_lease__refuses_every_late_write_of_a_rescued_attempt(
 
     # The old owner comes back from a long stall: nothing it sends applies.
     async with db.transaction():
-        assert await db.fetchval(listener.HOLD_LEASE, event_id, 1, "old-owner") is None
+        assert await db.fetchrow(listener.HOLD_LEASE, *held_by(event_id, 1, "old-owner")) is None
     assert await db.execute(listener.EXTEND_LEASES, "old-owner", [event_id], 30.0) == "UPDATE 0"
     assert await db.execute(listener.RELEASE_LEASES, "old-owner", [event_id]) == "UPDATE 0"
     # RECORD_FAILURE's arguments: id, attempts seen, owner, status, outcome, attempt, delay,
@@ -139,7 +144,9 @@ async def test_hold_lease__refuses_every_late_write_of_a_rescued_attempt(
     )
 
     async with db.transaction():
-        assert await db.fetchval(listener.HOLD_LEASE, event_id, 2, "new-owner") is True
+        assert (
+            await db.fetchrow(listener.HOLD_LEASE, *held_by(event_id, 2, "new-owner")) is not None
+        )
         await db.execute(listener.COMPLETE_LEASED, event_id, 1.0)
     event = await one(db, "SELECT status, attempts, lease_owner FROM marketing.pipeline_events")
     assert dict(event) == {"status": "processed", "attempts": 2, "lease_owner": None}
@@ -159,7 +166,9 @@ async def test_hold_lease__waiting_behind_a_rescue_finds_the_event_gone(
         assert await rescuer.fetchval(listener.RESCUE_EXPIRED) == 1
         async with owner.transaction():
             # The late completion's compare-and-set queues on the row the rescue has locked...
-            holding = asyncio.create_task(owner.fetchval(listener.HOLD_LEASE, event_id, 1, "owner"))
+            holding = asyncio.create_task(
+                owner.fetchrow(listener.HOLD_LEASE, *held_by(event_id, 1, "owner"))
+            )
 
             async def waiting() -> bool:
                 return bool(
@@ -190,7 +199,10 @@ async def test_rescue__never_reverts_an_event_its_owner_is_completing(
     owner = await asyncpg.connect(database_url)
     try:
         async with owner.transaction():
-            assert await owner.fetchval(listener.HOLD_LEASE, event_id, 1, "owner") is True
+            assert (
+                await owner.fetchrow(listener.HOLD_LEASE, *held_by(event_id, 1, "owner"))
+                is not None
+            )
             # The rescue skips the row the completion holds rather than wait for it.
             assert await db.fetchval(listener.RESCUE_EXPIRED) == 0
             await owner.execute(listener.COMPLETE_LEASED, event_id, 1.0)
