@@ -53,6 +53,10 @@ LISTENERS: LiteralString = """
            AS heartbeat_age_s
       FROM marketing.listeners ORDER BY started_at
 """
+PHASE1_METRICS: LiteralString = """
+    SELECT metric, value, unit, target, excellent, status, sample_size
+      FROM marketing.vw_phase1_metrics
+"""
 DEAD_LETTERS: LiteralString = """
     SELECT event_id, event_type, record_id, attempts, last_error, died_at
       FROM marketing.vw_dead_letters ORDER BY event_id LIMIT %(limit)s
@@ -195,6 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         report = {
             "queue": conn.execute(QUEUE_STATUS).fetchall(),
             "listeners": conn.execute(LISTENERS).fetchall(),
+            "phase1_metrics": conn.execute(PHASE1_METRICS).fetchall(),
         }
     print(json.dumps(report, indent=2, default=str))
     return 0
@@ -408,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     web_options(web)
     web.set_defaults(func=cmd_web)
 
-    status = sub.add_parser("status", help="queue depth per event type and status, listeners")
+    status = sub.add_parser(
+        "status", help="queue depth per event type and status, listeners, Phase 1 metrics"
+    )
     status.set_defaults(func=cmd_status)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
