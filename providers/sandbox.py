@@ -17,6 +17,7 @@ long a sandbox Apify run takes before it POSTs its `scrape_done` to the callback
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import itertools
@@ -140,8 +141,9 @@ def found(salt: str, domain: str, role: Role, rate: float) -> bool:
 # --- The transports ---------------------------------------------------------------------------
 
 
-class SandboxTransport(httpx.AsyncBaseTransport):
-    """Reads the request, waits the configured latency, and lets the provider answer."""
+class SandboxTransport(httpx.AsyncBaseTransport, abc.ABC):
+    """Reads the request, waits the configured latency, and lets the provider answer: each
+    provider's sandbox is a subclass that implements `answer`."""
 
     def __init__(self, settings: SandboxSettings = SandboxSettings()) -> None:
         self.settings = settings
@@ -152,8 +154,9 @@ class SandboxTransport(httpx.AsyncBaseTransport):
             await asyncio.sleep(self.settings.latency_ms / 1000.0)
         return await self.answer(request)
 
+    @abc.abstractmethod
     async def answer(self, request: httpx.Request) -> httpx.Response:
-        raise NotImplementedError
+        """The provider's answer to one request, in its own format."""
 
 
 def _not_found(request: httpx.Request) -> httpx.Response:
