@@ -212,6 +212,14 @@ class Deps:
             raise LookupError(f"no {kind.__name__} resource: add its factory to the registry")
         return found
 
+    @contextlib.asynccontextmanager
+    async def separate_transaction(self) -> AsyncIterator[Tx]:
+        """A short transaction of its own, committed when the block ends, for a write that
+        must be seen before the handler finishes (it does not complete the event). The events
+        its writes emit carry this event's lineage, as the completing transaction's do."""
+        async with self._reader() as conn, conn.transaction():
+            yield Tx(conn, self.event)
+
     def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
         """A pooled connection for reads before an external call; no transaction is held."""
         return self._reader()

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from cascade import budgets
 from cascade.enrichment import slots
 from cascade.enrichment.services import Enrichment
-from cascade.enrichment.waterfall import Company, Waterfall
+from cascade.enrichment.waterfall import Advance, Company, Waterfall
 from cascade.handling import Deps, RetryLater
 
 EVENT_TYPE = "slots_created"
@@ -67,10 +67,13 @@ async def handle(payload: Payload, deps: Deps) -> None:
     waterfall = Waterfall(
         enrichment.settings, enrichment.providers, (spend, refund), slots.SlotLedger(deps), _now
     )
+    # Every pass runs to its end, even when another fails, so that no provider is still being
+    # paid after this event has let go of the company, and every attempt made is recorded.
     passes = await asyncio.gather(
-        *(waterfall.advance(company, slot, deps.idempotency_key) for slot in due)
+        *(waterfall.advance(company, slot, deps.idempotency_key) for slot in due),
+        return_exceptions=True,
     )
-    advances = [step for step in passes if step is not None]
+    advances = [step for step in passes if isinstance(step, Advance)]
     async with deps.connection() as conn:
         await conn.executemany(
             slots.RECORD_ATTEMPT,
@@ -81,6 +84,9 @@ async def handle(payload: Payload, deps: Deps) -> None:
                 for a in s.attempts
             ],
         )  # fmt: skip
+    failures = [error for error in passes if isinstance(error, BaseException)]
+    if failures:
+        raise failures[0]  # retried; the passes that succeeded are redone from their slots' state
     waiting = [s.deadline_in for s in due if s.deadline_in is not None and s.deadline_in > 0]
     if payload.reason == "deadline" and waiting and not advances:
         # Scheduled by the database's clock, run a little early by ours: come back on time.

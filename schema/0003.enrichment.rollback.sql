@@ -9,5 +9,6 @@ DROP SEQUENCE IF EXISTS marketing.barton_company_seq;
 DROP TABLE IF EXISTS intake.company_raw_intake;
 DROP TABLE IF EXISTS marketing.workflow_runs;
 DROP FUNCTION IF EXISTS marketing.next_barton_id();
+DROP FUNCTION IF EXISTS marketing.claim_company_enrichment(bigint, bigint);
 DROP FUNCTION IF EXISTS marketing.emit_slots_created();
 DROP FUNCTION IF EXISTS intake.emit_company_created();

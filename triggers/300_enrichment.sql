@@ -24,6 +24,34 @@ LANGUAGE sql VOLATILE AS $$
       FROM (SELECT nextval('marketing.barton_company_seq') AS serial) AS drawn
 $$;
 
+-- The slots_created event that enriches a company now. The claim holds while that event is
+-- `processing`, so it lapses by itself when the event ends or is rescued (the rescued run,
+-- with the same event id, takes it back). The claimant's status is read after the row lock is
+-- taken, by a statement of its own, so it sees a rival that committed while we waited.
+-- Returns the company, or nothing when it is gone or claimed by another running event.
+CREATE OR REPLACE FUNCTION marketing.claim_company_enrichment(p_company bigint, p_event bigint)
+RETURNS TABLE (company_name text, domain text, country text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_claimant bigint;
+BEGIN
+    SELECT c.enrichment_event_id INTO v_claimant
+      FROM marketing.company_master AS c WHERE c.id = p_company FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF v_claimant IS NOT NULL AND v_claimant <> p_event AND EXISTS (
+        SELECT FROM marketing.pipeline_events AS e
+         WHERE e.id = v_claimant AND e.status = 'processing') THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        UPDATE marketing.company_master AS c SET enrichment_event_id = p_event
+         WHERE c.id = p_company
+        RETURNING c.company_name, c.domain, c.country;
+END
+$$;
+
 -- company_created carries seed 003's manual-trigger payload, so a hand-made event and an
 -- intake row look the same to the validation handler.
 CREATE OR REPLACE FUNCTION intake.emit_company_created() RETURNS trigger

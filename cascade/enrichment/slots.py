@@ -29,19 +29,10 @@ from cascade.enrichment.waterfall import (
 )
 from cascade.handling import Deps, Tx
 
-# The company is enriched by this event alone: the claim holds while the claiming event is
-# `processing` and lapses by itself when it ends or is rescued (the rescued run, with the same
-# event id, takes it back). Two events for one company would otherwise pay providers twice.
+# The company is enriched by this event alone (marketing.claim_company_enrichment, in
+# triggers/300_enrichment.sql): two events for one company would otherwise pay providers twice.
 CLAIM_COMPANY: LiteralString = """
-    UPDATE marketing.company_master AS company
-       SET enrichment_event_id = $2
-     WHERE company.id = $1
-       AND (company.enrichment_event_id IS NULL
-            OR company.enrichment_event_id = $2
-            OR NOT EXISTS (SELECT FROM marketing.pipeline_events AS event
-                            WHERE event.id = company.enrichment_event_id
-                              AND event.status = 'processing'))
-    RETURNING company_name, domain, country
+    SELECT company_name, domain, country FROM marketing.claim_company_enrichment($1, $2)
 """
 # Open slots that are due (no retry_at in the future) and slots waiting for a run, with the
 # run's deadline measured by the database's clock, the one that scheduled the deadline event.
@@ -143,7 +134,7 @@ def slot_from(record: asyncpg.Record) -> Slot:
 
 class SlotLedger:
     """The waterfall's RunLedger: each write a short transaction of its own (never one held
-    across the provider call), on a pooled connection."""
+    across the provider call), with the event's lineage."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -167,8 +158,8 @@ class SlotLedger:
         return await self._changed(TAKE_BACK, slot_id, placeholder, tried, json.dumps(failures))
 
     async def _changed(self, query: LiteralString, *args: object) -> bool:
-        async with self.deps.connection() as conn:
-            return await conn.fetchval(query, *args) is not None
+        async with self.deps.separate_transaction() as tx:  # its events are this event's children
+            return await tx.fetchval(query, *args) is not None
 
 
 async def write_back(tx: Tx, company: Company, advances: list[Advance]) -> None:

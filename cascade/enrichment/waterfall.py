@@ -218,20 +218,30 @@ class Waterfall:
         step = Advance(
             slot, Unfilled(""), list(slot.providers_tried), dict(slot.provider_failures), slot.state
         )
+        query = ContactQuery(company.name, company.domain, slot.role, company.country)
         if slot.status == "awaiting_provider":
+            pending = slot.pending_run_id or ""
+            provider = slot.pending_provider or "?"
+            if pending == placeholder(key, slot.id, provider):
+                # This event handed the slot over and stopped before the run started (a
+                # drain, a crash): start it now, under the same idempotency key.
+                step.tried.remove(provider)
+                launched = await self._launch(provider, query, slot, step, pending)
+                if launched is not None:
+                    step.outcome = launched
+                    return step
             if slot.deadline_in is not None and slot.deadline_in > 0:
                 return None
+            if pending.startswith(PLACEHOLDER):
+                # Handed over by an event that never started the run: nothing was asked of
+                # the provider, so it is asked again rather than counted as tried.
+                step.tried.remove(provider)
+                detail = "its run was never started; asking again"
+            else:
+                detail = f"no webhook within {self.settings.apify_timeout:g}s"
             step.attempts.append(
-                Attempt(
-                    slot.pending_provider or "?",
-                    "unknown",
-                    "async",
-                    "timeout",
-                    external_id=slot.pending_run_id,
-                    detail=f"no webhook within {self.settings.apify_timeout:g}s",
-                )
+                Attempt(provider, "unknown", "async", "timeout", external_id=pending, detail=detail)
             )
-        query = ContactQuery(company.name, company.domain, slot.role, company.country)
         remaining = [p for p in self.settings.providers if p not in step.tried]
         deferred: list[Deferred] = []
         judged: list[tuple[Judgement, str, Mode]] = []
@@ -313,38 +323,61 @@ class Waterfall:
             await self.spend(starter.cost_per_call)
         except BudgetExhausted as exc:
             return self._unaffordable(name, starter.mode, "async", step, exc)
-        placeholder = f"pending:{key}-slot{slot.id}-{name}"
+        pending = placeholder(key, slot.id, name)
         before = list(step.tried)
         step.tried.append(name)
-        ledger = self.ledger
-        if not await ledger.hand_off(
-            slot.id, step.expected, step.tried, step.failures, name, placeholder,
+        if not await self.ledger.hand_off(
+            slot.id, step.expected, step.tried, step.failures, name, pending,
             self.settings.apify_timeout,
         ):  # fmt: skip
             await self.refund(starter.cost_per_call)
             step.tried = before
             return Moved()
-        step.expected = ("awaiting_provider", tuple(step.tried), placeholder)
+        step.tried = before
+        step.expected = ("awaiting_provider", (*before, name), pending)
+        return await self._launch(name, query, slot, step, pending, spent=True)
+
+    async def _launch(
+        self, name: str, query: ContactQuery, slot: Slot, step: Advance, pending: str,
+        *, spent: bool = False,
+    ) -> Awaiting | Deferred | None:  # fmt: skip
+        """Starts the run of a slot already marked waiting under `pending`. Awaiting when it
+        started; otherwise the slot is given back: Deferred for a passing failure, None when
+        the provider now counts as tried (the waterfall goes on)."""
+        starter = self.providers.apify
+        if not spent:
+            try:
+                await self.spend(starter.cost_per_call)
+            except BudgetExhausted as exc:
+                unaffordable = self._unaffordable(name, starter.mode, "async", step, exc)
+                return await self._give_back(slot, step, name, pending, unaffordable)
         try:
             run = await starter.start_run(
                 query,
                 slot_ids=(slot.id,),
                 webhook_url=f"{self.settings.public_url.rstrip('/')}/webhooks/apify",
-                idempotency_key=placeholder.removeprefix("pending:"),
+                idempotency_key=pending.removeprefix(PLACEHOLDER),
             )
         except ProviderError as exc:
             await self.refund(starter.cost_per_call - exc.cost)
-            step.tried = before
-            deferred = self._failed(name, starter.mode, "async", step, exc)
-            if not await ledger.take_back(slot.id, placeholder, step.tried, step.failures):
-                return Awaiting(name, placeholder)  # its webhook came anyway: it stands
-            step.expected = ("open", tuple(step.tried), None)
-            return deferred
+            failed = self._failed(name, starter.mode, "async", step, exc)
+            return await self._give_back(slot, step, name, pending, failed)
+        step.tried.append(name)
         step.attempts.append(
             Attempt(name, run.mode, "async", "started", None, run.cost, run.latency_ms, run.run_id)
         )
-        await ledger.started(slot.id, placeholder, run.run_id)
+        await self.ledger.started(slot.id, pending, run.run_id)
         return Awaiting(name, run.run_id)
+
+    async def _give_back(
+        self, slot: Slot, step: Advance, name: str, pending: str, deferred: Deferred | None
+    ) -> Awaiting | Deferred | None:
+        """The run will not start now: the slot is open again, with the provider among the
+        tried only if it counts as tried (`_failed` and `_unaffordable` decided)."""
+        if not await self.ledger.take_back(slot.id, pending, step.tried, step.failures):
+            return Awaiting(name, pending)  # its webhook came anyway: it stands
+        step.expected = ("open", tuple(step.tried), None)
+        return deferred
 
     def _unaffordable(
         self, name: str, mode: str, phase: str, step: Advance, exc: BudgetExhausted
@@ -374,6 +407,15 @@ class Waterfall:
             else self.settings.provider_retry_seconds
         )
         return Deferred(self.now() + dt.timedelta(seconds=wait), f"{name}: {exc}")
+
+
+PLACEHOLDER = "pending:"
+
+
+def placeholder(key: str, slot_id: int, provider: str) -> str:
+    """The run id a slot waits under from its hand-off until the provider names the run: the
+    handing event's idempotency key for that slot, so the same event finds its own."""
+    return f"{PLACEHOLDER}{key}-slot{slot_id}-{provider}"
 
 
 def _filled(candidate: Candidate, provider: str, mode: Mode) -> Filled:
