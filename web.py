@@ -30,6 +30,7 @@ from cascade.database import configured_url
 from cascade.enrichment.settings import EnrichmentSettings
 from cascade.intake import IntakeFileError
 from cascade.web import apify, status, trigger, validator
+from cascade.web.auth import Access
 from cascade.web.deliveries import Delivery, WebhookSource, claim, receive
 from cascade.web.http import (
     ApiError,
@@ -196,10 +197,14 @@ def create_app(
         settings=EnrichmentSettings.from_env(environ),
         sources={name: WebhookSource.from_env(name, environ) for name in WEBHOOK_PROVIDERS},
     )
+    # Tokens and rate limits for routes wrapped in auth.requires(role) (cascade/web/auth.py);
+    # read now, so a bad setting stops the app before it serves.
+    access = Access.from_env(environ)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.config = config
+        app.state.access = access
         app.state.pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
         try:
             yield

@@ -13,10 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
+import asyncpg
 import psycopg
 import pydantic
 import uvicorn
@@ -24,6 +25,7 @@ from psycopg.rows import dict_row
 
 from cascade import database, logs
 from cascade.intake import ImportReport
+from cascade.web import auth
 from cascade.workflows import BRANCHES, WORKFLOWS
 
 DEFAULT_PORT = 8080
@@ -62,6 +64,8 @@ DEAD_LETTERS: LiteralString = """
       FROM marketing.vw_dead_letters ORDER BY event_id LIMIT %(limit)s
 """
 REPLAY: LiteralString = "SELECT marketing.replay_dead_letters(%(ids)s, %(event_type)s)"
+
+Result = TypeVar("Result")
 
 
 def _port() -> int:
@@ -362,6 +366,68 @@ def cmd_kickoff(args: argparse.Namespace) -> int:
         return max(int(rejected), _follow(url, run.id, args.timeout))
 
 
+def _token_creator() -> str:
+    user = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    return f"cli:{user}"
+
+
+def _on_database(work: Callable[[asyncpg.Connection], Awaitable[Result]]) -> Result:
+    """`work` on one asyncpg connection to the prepared database: the token functions are
+    the web app's (cascade/web/auth.py), so they speak its driver."""
+
+    async def connected(url: str) -> Result:
+        conn = await asyncpg.connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with database.database_url() as url:
+        database.prepare_database(url)
+        return asyncio.run(connected(url))
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    try:
+        secret = _on_database(
+            lambda conn: auth.create_token(conn, args.name, args.role, _token_creator())
+        )
+    except ValueError as exc:
+        print(f"cascade token create: {exc}", file=sys.stderr)
+        return 2
+    # The secret alone on stdout, so `TOKEN=$(cascade token create ...)` captures just it.
+    print(secret)
+    print(
+        f"token {auth.token_prefix(secret)} ({args.role}, {args.name!r}) created. Keep the "
+        "secret above: it will not be shown again, only its hash is stored.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    tokens = _on_database(auth.list_tokens)
+    for token in tokens:
+        print(token.model_dump_json())
+    if not tokens:
+        print("no tokens", file=sys.stderr)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    which: int | str = int(args.token) if args.token.isdigit() else args.token
+    try:
+        revocation = _on_database(lambda conn: auth.revoke_token(conn, which))
+    except LookupError as exc:
+        print(f"cascade token revoke: {exc}", file=sys.stderr)
+        return 1
+    token = revocation.token
+    was = "was already" if revocation.already_revoked else "is now"
+    print(f"token {token.id} ({token.prefix}, {token.name!r}) {was} revoked "
+          f"(revoked_at {token.revoked_at})")  # fmt: skip
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -484,6 +550,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds --wait follows the run (default {DEFAULT_WAIT_TIMEOUT:g})",
     )
     kickoff.set_defaults(func=cmd_kickoff)
+
+    token = sub.add_parser(
+        "token",
+        help="API tokens for the operations API: create, list, revoke",
+        description="Bearer tokens for the operations API. Roles, least to most: viewer "
+        "(reads), ops (changes campaigns, replays), admin (also manages tokens). Only a "
+        "token's hash is stored: its secret is printed once, by create.",
+    ).add_subparsers(dest="token_command", required=True)
+    token_create = token.add_parser(
+        "create", help="make a token and print its secret (shown only this once)"
+    )
+    token_create.add_argument("--role", required=True, choices=auth.ROLES)
+    token_create.add_argument("--name", required=True, help="who or what the token is for")
+    token_create.set_defaults(func=cmd_token_create)
+    token_list = token.add_parser(
+        "list", help="list tokens as JSON lines (never the secret or its hash)"
+    )
+    token_list.set_defaults(func=cmd_token_list)
+    token_revoke = token.add_parser("revoke", help="revoke a token by id or prefix")
+    token_revoke.add_argument("token", metavar="ID|PREFIX", help="a token's id or prefix")
+    token_revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 
