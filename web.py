@@ -29,7 +29,7 @@ from cascade import workflows
 from cascade.database import configured_url
 from cascade.enrichment.settings import EnrichmentSettings
 from cascade.intake import IntakeFileError
-from cascade.web import apify, status, trigger, validator
+from cascade.web import apify, campaigns, metrics, status, trigger, validator
 from cascade.web.auth import Access
 from cascade.web.deliveries import Delivery, WebhookSource, claim, receive
 from cascade.web.http import (
@@ -236,4 +236,6 @@ ROUTES = [
     Route("/webhooks/validator", validator_webhook, methods=["POST"]),
     Route("/webhooks/trigger/{workflow}", trigger_workflow, methods=["POST"]),
     Route("/webhooks/status", webhooks_status),
+    *metrics.ROUTES,
+    *campaigns.ROUTES,
 ]

@@ -30,6 +30,7 @@ from starlette.requests import Request
 
 from cascade.handling import Connection
 from cascade.web.http import ApiError, correlation_id, parse, read_json_body
+from cascade.web.metrics import WEBHOOK_VERIFICATION_FAILURES
 from cascade.webhooks.signatures import ProviderSecrets, Scheme, verify
 
 log = logging.getLogger("cascade.web")
@@ -88,6 +89,7 @@ class WebhookSource:
         """True if verified, False if accepted unverified; 401 if rejected."""
         verification = verify(self.secrets, headers, body, time.time(), header=self.header)
         if not verification.accepted:
+            WEBHOOK_VERIFICATION_FAILURES.labels(provider=self.provider).inc()
             raise ApiError(
                 401, "invalid_signature", verification.message, {"reason": verification.code}
             )
