@@ -50,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cascade.web.auth import requires
+from cascade.web.auth import Endpoint, requires
 from cascade.web.http import ApiError
 
 RECENT_SECONDS = 600  # the window of the duration histogram and the retry count
@@ -297,34 +297,14 @@ async def _document(request: Request, query: LiteralString, *args: object) -> Re
     return Response(await _pool(request).fetchval(query, *args), media_type="application/json")
 
 
-@requires("viewer")
-async def health(request: Request) -> Response:
-    return await _document(request, HEALTH)
+def view_document(query: LiteralString) -> Endpoint:
+    """A viewer's GET of the JSON document one view query builds."""
 
+    @requires("viewer")
+    async def endpoint(request: Request) -> Response:
+        return await _document(request, query)
 
-@requires("viewer")
-async def alerts(request: Request) -> Response:
-    return await _document(request, ALERTS)
-
-
-@requires("viewer")
-async def pending(request: Request) -> Response:
-    return await _document(request, PENDING)
-
-
-@requires("viewer")
-async def latency(request: Request) -> Response:
-    return await _document(request, LATENCY)
-
-
-@requires("viewer")
-async def errors(request: Request) -> Response:
-    return await _document(request, ERRORS)
-
-
-@requires("viewer")
-async def phase1(request: Request) -> Response:
-    return await _document(request, PHASE1)
+    return endpoint
 
 
 @requires("viewer")
@@ -346,11 +326,11 @@ def _limit(request: Request) -> int:
 
 ROUTES = [
     Route("/metrics", metrics),
-    Route("/api/monitoring/health", health),
-    Route("/api/monitoring/alerts", alerts),
-    Route("/api/monitoring/pending", pending),
-    Route("/api/monitoring/latency", latency),
-    Route("/api/monitoring/errors", errors),
-    Route("/api/monitoring/phase1", phase1),
+    Route("/api/monitoring/health", view_document(HEALTH)),
+    Route("/api/monitoring/alerts", view_document(ALERTS)),
+    Route("/api/monitoring/pending", view_document(PENDING)),
+    Route("/api/monitoring/latency", view_document(LATENCY)),
+    Route("/api/monitoring/errors", view_document(ERRORS)),
+    Route("/api/monitoring/phase1", view_document(PHASE1)),
     Route("/api/monitoring/dead-letters", dead_letters),
 ]
