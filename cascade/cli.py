@@ -415,7 +415,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    which: int | str = int(args.token) if args.token.isdigit() else args.token
+    # A token id is a small ASCII number ("²" is a digit to str.isdigit, not to int).
+    digits = args.token.isascii() and args.token.isdigit() and len(args.token) <= 18
+    which: int | str = int(args.token) if digits else args.token
     try:
         revocation = _on_database(lambda conn: auth.revoke_token(conn, which))
     except LookupError as exc:

@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, LiteralString, TypeVar, get_args
 
 import asyncpg
-from croniter import CroniterBadDateError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -129,6 +129,14 @@ ARCHIVE: LiteralString = """
            updated_at = now()
      WHERE id = $1
 """
+# A paused or archived campaign runs nothing: its queued run is cancelled with it. (A running
+# one is the executor's to stop, in a later issue; nothing runs yet.)
+CANCEL_QUEUED_RUNS: LiteralString = """
+    UPDATE marketing.campaign_runs
+       SET status = 'cancelled', finished_at = now(),
+           detail = detail || jsonb_build_object('cancelled_because', $2::text)
+     WHERE campaign_id = $1 AND status = 'queued'
+"""
 # Nothing is returned when the campaign already has an open run (campaign_runs_one_open_key).
 QUEUE_RUN: LiteralString = """
     INSERT INTO marketing.campaign_runs (campaign_id, status, trigger, requested_by, detail)
@@ -173,6 +181,21 @@ def next_fire(cron: str, timezone: str, after: datetime) -> datetime:
 
 def next_run_at(cron: str | None, timezone: str, enabled: bool) -> datetime | None:
     return next_fire(cron, timezone, datetime.now(UTC)) if cron and enabled else None
+
+
+def _stored_schedule_next_run(campaign_id: int, row: asyncpg.Record) -> datetime | None:
+    """next_run_at for a schedule read back from the table, which SQL may have written
+    without the API's checks: one that cannot be read is a 409, not a 500."""
+    try:
+        return next_run_at(row["schedule_cron"], row["timezone"], row["schedule_enabled"])
+    except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError, CroniterError) as exc:
+        raise ApiError(
+            409,
+            "invalid_schedule",
+            f"campaign {campaign_id}'s stored schedule cannot be read ({exc}); "
+            "correct schedule_cron and timezone first",
+            {"schedule_cron": row["schedule_cron"], "timezone": row["timezone"]},
+        ) from None
 
 
 def _valid_cron(value: str) -> str:
@@ -428,6 +451,7 @@ async def pause_campaign(request: Request) -> JSONResponse:
     async with _pool(request).acquire() as conn, conn.transaction():
         await _lock(conn, campaign_id, "pause", ("active",))
         await conn.execute(PAUSE, campaign_id, asked.reason)
+        await conn.execute(CANCEL_QUEUED_RUNS, campaign_id, "campaign paused")
         return JSONResponse(await _fetch_campaign(conn, campaign_id))
 
 
@@ -437,7 +461,7 @@ async def resume_campaign(request: Request) -> JSONResponse:
     campaign_id = _campaign_id(request)
     async with _pool(request).acquire() as conn, conn.transaction():
         row = await _lock(conn, campaign_id, "resume", ("paused",))
-        fires = next_run_at(row["schedule_cron"], row["timezone"], row["schedule_enabled"])
+        fires = _stored_schedule_next_run(campaign_id, row)
         await conn.execute(RESUME, campaign_id, fires)
         return JSONResponse(await _fetch_campaign(conn, campaign_id))
 
@@ -450,6 +474,7 @@ async def archive_campaign(request: Request) -> JSONResponse:
         row = await _lock(conn, campaign_id, "archive", CAMPAIGN_STATUSES)
         if row["status"] != "archived":
             await conn.execute(ARCHIVE, campaign_id)
+            await conn.execute(CANCEL_QUEUED_RUNS, campaign_id, "campaign archived")
         return JSONResponse(await _fetch_campaign(conn, campaign_id))
 
 

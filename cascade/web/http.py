@@ -8,6 +8,7 @@ body turns out too large, so an oversized delivery never sits in memory whole.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any, TypeVar
@@ -119,13 +120,42 @@ def _too_large() -> ApiError:
 
 
 def parse(model: type[Model], body: bytes) -> Model:
-    """The body as `model`: 400 if it is not JSON at all, 422 naming each bad field."""
+    """The body as `model`: 400 if it is not JSON at all, 422 naming each bad field, and 422
+    for a value PostgreSQL cannot store (checked here once, for every endpoint)."""
     try:
-        return model.model_validate_json(body or b"{}")
+        parsed = model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         if any(problem["type"] == "json_invalid" for problem in exc.errors()):
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
         raise invalid(exc) from None
+    problem = unstorable(parsed.model_dump())
+    if problem is not None:
+        field, message = problem
+        error = {"field": field, "message": message, "type": "unstorable"}
+        raise ApiError(422, "invalid_payload", f"{field}: {message}", {"errors": [error]})
+    return parsed
+
+
+def unstorable(value: object, path: str = "") -> tuple[str, str] | None:
+    """Where `value` holds what PostgreSQL refuses: a NUL character (text and jsonb cannot
+    hold one) or a number that is not finite (JSON's NaN and Infinity, which pydantic accepts
+    and jsonb does not). None when all of it can be stored."""
+    if isinstance(value, str):
+        return (path or "(body)", "contains a NUL character") if "\x00" in value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return (path or "(body)", f"{value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return (where, "the key contains a NUL character")
+            if (found := unstorable(item, where)) is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := unstorable(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
 
 
 def invalid(exc: ValidationError) -> ApiError:

@@ -77,9 +77,17 @@ WEBHOOK_VERIFICATION_FAILURES = Counter(
 # from the catalogue appears while it has rows. The WHERE matches the partial indexes.
 QUEUE_STATE: LiteralString = """
     WITH queued AS (
+        -- One branch per partial index (claimable, leased, dead): a single four-value IN
+        -- matches none of them and would read every processed event.
         SELECT event_type, status, count(*) AS events, min(created_at) AS oldest_at
-          FROM marketing.pipeline_events
-         WHERE status IN ('pending', 'failed', 'processing', 'dead')
+          FROM (SELECT event_type, status, created_at FROM marketing.pipeline_events
+                 WHERE status IN ('pending', 'failed')
+                UNION ALL
+                SELECT event_type, status, created_at FROM marketing.pipeline_events
+                 WHERE status = 'processing'
+                UNION ALL
+                SELECT event_type, status, created_at FROM marketing.pipeline_events
+                 WHERE status = 'dead') AS unfinished
          GROUP BY event_type, status
     ), known AS (
         SELECT t.event_type, s.status
@@ -314,7 +322,8 @@ async def dead_letters(request: Request) -> Response:
 
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit", str(DEFAULT_DEAD_LETTERS)).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DEAD_LETTERS:
+    # isascii: str.isdigit() is true for "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DEAD_LETTERS:
         raise ApiError(
             422,
             "invalid_query",

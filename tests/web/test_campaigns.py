@@ -273,7 +273,8 @@ async def test_delete__archives_keeps_the_runs_and_answers_again_with_the_same_r
     assert again.status_code == 200
     assert again.json() == body
     assert [r["id"] for r in runs.json()["runs"]] == [run["id"]]
-    assert await stored_run(db, run["id"]) == ("queued", "manual", "operator")
+    # Kept as history; the pause cancelled it, since a paused campaign runs nothing.
+    assert await stored_run(db, run["id"]) == ("cancelled", "manual", "operator")
 
 
 @pytest.mark.parametrize(("method", "action"), [("POST", "pause"), ("POST", "resume"),
