@@ -13,7 +13,13 @@ import httpx
 import pytest
 
 from cascade.web.auth import create_token
-from cascade.web.metrics import DURATION_BUCKETS, QUEUE_STATE, RECENT_FINISHED, RECENT_SECONDS
+from cascade.web.metrics import (
+    DURATION_BUCKETS,
+    QUEUE_STATE,
+    RECENT_EVENTS_SCANNED,
+    RECENT_FINISHED,
+    RECENT_SECONDS,
+)
 from tests.web.conftest import StartServer
 
 NO_LIMIT = {"CASCADE_RATE_LIMIT_PER_MINUTE": "6000", "CASCADE_RATE_LIMIT_BURST": "1000"}
@@ -154,7 +160,9 @@ async def test_metrics_queries_do_not_scan_every_processed_event(db: asyncpg.Con
     # the 10-minute window and none queued: both queries should touch (almost) nothing.
     await db.execute(FILL_PROCESSED)
     await db.execute("ANALYZE marketing.pipeline_events")
-    recent = await _plan(db, RECENT_FINISHED, DURATION_BUCKETS, RECENT_SECONDS)
+    recent = await _plan(
+        db, RECENT_FINISHED, DURATION_BUCKETS, RECENT_SECONDS, RECENT_EVENTS_SCANNED
+    )
     queue = await _plan(db, QUEUE_STATE)
     print(recent, "\n\n", queue)
     assert "Seq Scan on pipeline_events" not in recent, recent
