@@ -12,25 +12,27 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import asyncpg
 import pydantic
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cascade import workflows
 from cascade.database import configured_url
 from cascade.enrichment.settings import EnrichmentSettings
+from cascade.handling import Connection
 from cascade.intake import IntakeFileError
 from cascade.web import apify, campaigns, metrics, status, trigger, validator
-from cascade.web.auth import Access
+from cascade.web.auth import Access, Endpoint
 from cascade.web.deliveries import Delivery, WebhookSource, claim, receive
 from cascade.web.http import (
     ApiError,
@@ -93,24 +95,39 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": "ok", "listeners": listeners})
 
 
-async def apify_webhook(request: Request) -> JSONResponse:
-    config = _config(request)
-    delivery = await receive(request, config.sources["apify"], apify.ApifyDelivery)
-    async with _pool(request).acquire() as conn, conn.transaction():
-        if not await claim(conn, delivery, delivery.body.event):
-            return _duplicate(delivery)
-        summary = await apify.settle(conn, delivery.body, config.settings.confidence_threshold)
-    return _accepted(delivery, summary.as_json())
+# A webhook's body (seed 000's, which names its event in `event`), and what the webhook does
+# with it inside the transaction that claimed the delivery; the summary answers the sender.
+B = TypeVar("B", bound=BaseModel)
+Apply = Callable[[Connection, B, Config], Awaitable[dict[str, Any]]]
 
 
-async def validator_webhook(request: Request) -> JSONResponse:
-    config = _config(request)
-    delivery = await receive(request, config.sources["validator"], validator.ValidatorDelivery)
-    async with _pool(request).acquire() as conn, conn.transaction():
-        if not await claim(conn, delivery, delivery.body.event):
-            return _duplicate(delivery)
-        summary = await validator.apply(conn, delivery.body, config.settings)
-    return _accepted(delivery, summary.as_json())
+def webhook(provider: str, model: type[B], apply: Apply[B]) -> Endpoint:
+    """A provider's webhook: verify and parse (`receive`), then one transaction that claims
+    the delivery (a duplicate answers 200 and changes nothing) and applies it; 202."""
+
+    async def endpoint(request: Request) -> Response:
+        config = _config(request)
+        delivery = await receive(request, config.sources[provider], model)
+        async with _pool(request).acquire() as conn, conn.transaction():
+            event = str(delivery.body.model_dump(include={"event"})["event"])
+            if not await claim(conn, delivery, event):
+                return _duplicate(delivery)
+            summary = await apply(conn, delivery.body, config)
+        return _accepted(delivery, summary)
+
+    return endpoint
+
+
+async def _settle_apify(
+    conn: Connection, body: apify.ApifyDelivery, config: Config
+) -> dict[str, Any]:
+    return (await apify.settle(conn, body, config.settings.confidence_threshold)).as_json()
+
+
+async def _apply_validator(
+    conn: Connection, body: validator.ValidatorDelivery, config: Config
+) -> dict[str, Any]:
+    return (await validator.apply(conn, body, config.settings)).as_json()
 
 
 def _accepted(delivery: Delivery[Any], summary: dict[str, Any]) -> JSONResponse:
@@ -232,8 +249,14 @@ ROUTES = [
     Route("/health", health),
     Route("/api/health", health),
     Route("/ready", ready),
-    Route("/webhooks/apify", apify_webhook, methods=["POST"]),
-    Route("/webhooks/validator", validator_webhook, methods=["POST"]),
+    Route(
+        "/webhooks/apify", webhook("apify", apify.ApifyDelivery, _settle_apify), methods=["POST"]
+    ),
+    Route(
+        "/webhooks/validator",
+        webhook("validator", validator.ValidatorDelivery, _apply_validator),
+        methods=["POST"],
+    ),
     Route("/webhooks/trigger/{workflow}", trigger_workflow, methods=["POST"]),
     Route("/webhooks/status", webhooks_status),
     *metrics.ROUTES,

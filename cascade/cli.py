@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from cascade import database, logs
 from cascade.intake import ImportReport
 from cascade.web import auth
+from cascade.web.fields import whole_number
 from cascade.workflows import BRANCHES, WORKFLOWS
 
 DEFAULT_PORT = 8080
@@ -415,9 +416,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    # A token id is a small ASCII number ("²" is a digit to str.isdigit, not to int).
-    digits = args.token.isascii() and args.token.isdigit() and len(args.token) <= 18
-    which: int | str = int(args.token) if digits else args.token
+    number = whole_number(args.token) if len(args.token) <= 18 else None  # an id, or a prefix
+    which: int | str = args.token if number is None else number
     try:
         revocation = _on_database(lambda conn: auth.revoke_token(conn, which))
     except LookupError as exc:

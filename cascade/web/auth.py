@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cascade.web.fields import whole_number
 from cascade.web.http import envelope
 
 Role = Literal["viewer", "ops", "admin"]
@@ -179,9 +180,10 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
     text = environ.get(name, "").strip()
     if not text:
         return default
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    number = whole_number(text)
+    if number is None or number < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}")
-    return int(text)
+    return number
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Pydantic field types shared by the webhook bodies."""
+"""Field types and number parsing shared by the request bodies, query strings and settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from pydantic import BeforeValidator, Field
 BIGINT_MAX = 2**63 - 1  # our ids are Postgres bigints
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a non-negative integer when it is one written in ASCII digits, else None.
+    (str.isdigit() is true for "²" and "①", which int() refuses.)"""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _numeric_id(prefix: str) -> BeforeValidator:
     """Accepts 123, "123" and "<prefix>123" (seed 000 writes ids all three ways)."""
 
@@ -16,10 +22,10 @@ def _numeric_id(prefix: str) -> BeforeValidator:
         if isinstance(value, bool):
             raise ValueError("must be an integer id, not a boolean")  # bool is an int subclass
         if isinstance(value, str):
-            digits = value.strip().removeprefix(prefix)
-            if not (digits.isascii() and digits.isdigit()):
+            number = whole_number(value.strip().removeprefix(prefix))
+            if number is None:
                 raise ValueError(f"must be an integer or '{prefix}<integer>'")
-            return int(digits)
+            return number
         return value
 
     return BeforeValidator(parse)

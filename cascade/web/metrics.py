@@ -51,6 +51,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cascade.web.auth import Endpoint, requires
+from cascade.web.fields import whole_number
 from cascade.web.http import ApiError
 
 RECENT_SECONDS = 600  # the window of the duration histogram and the retry count
@@ -331,15 +332,15 @@ async def dead_letters(request: Request) -> Response:
 
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit", str(DEFAULT_DEAD_LETTERS)).strip()
-    # isascii: str.isdigit() is true for "²", which int() refuses.
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DEAD_LETTERS:
+    limit = whole_number(text)
+    if limit is None or not 1 <= limit <= MAX_DEAD_LETTERS:
         raise ApiError(
             422,
             "invalid_query",
             f"limit must be a whole number from 1 to {MAX_DEAD_LETTERS}, not {text!r}",
             {"field": "limit"},
         )
-    return int(text)
+    return limit
 
 
 ROUTES = [
