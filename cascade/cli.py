@@ -23,7 +23,7 @@ import pydantic
 import uvicorn
 from psycopg.rows import dict_row
 
-from cascade import database, logs
+from cascade import database, logs, showcase
 from cascade.intake import ImportReport
 from cascade.web import auth
 from cascade.web.fields import whole_number
@@ -55,10 +55,6 @@ LISTENERS: LiteralString = """
     SELECT listener_id, sleeping, round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)
            AS heartbeat_age_s
       FROM marketing.listeners ORDER BY started_at
-"""
-PHASE1_METRICS: LiteralString = """
-    SELECT metric, value, unit, target, excellent, status, sample_size
-      FROM marketing.vw_phase1_metrics
 """
 DEAD_LETTERS: LiteralString = """
     SELECT event_id, event_type, record_id, attempts, last_error, died_at
@@ -120,7 +116,6 @@ def _wants_sample(args: argparse.Namespace) -> bool:
 def cmd_up(args: argparse.Namespace) -> int:
     """Database, migrations and triggers, then the listener and the web app in one process;
     on a fresh embedded database, the sample companies through Phase 1 (cascade/showcase.py)."""
-    from cascade.showcase import show_phase1_quietly
     from listener import Listener
 
     sample = _wants_sample(args)
@@ -140,15 +135,16 @@ def cmd_up(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, stop)
             web = asyncio.create_task(server.serve())
             logs_started = asyncio.create_task(_announce_web(server, args.host, args.port))
-            showcase: asyncio.Task[None] | None = None
+            sample_run: asyncio.Task[None] | None = None
             if sample:
                 # After the web app is up: the sandbox Apify posts its results back to it.
-                showcase = asyncio.create_task(_after(logs_started, show_phase1_quietly(url)))
+                shown = showcase.show_phase1_quietly(url)
+                sample_run = asyncio.create_task(_after(logs_started, shown))
             await listener.run()
             server.should_exit = True
-            if showcase is not None:
-                showcase.cancel()
-            await asyncio.gather(web, logs_started, *([showcase] if showcase else []),
+            if sample_run is not None:
+                sample_run.cancel()
+            await asyncio.gather(web, logs_started, *([sample_run] if sample_run else []),
                                  return_exceptions=True)  # fmt: skip
 
         asyncio.run(both())
@@ -204,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         report = {
             "queue": conn.execute(QUEUE_STATUS).fetchall(),
             "listeners": conn.execute(LISTENERS).fetchall(),
-            "phase1_metrics": conn.execute(PHASE1_METRICS).fetchall(),
+            "phase1_metrics": conn.execute(showcase.PHASE1_METRICS).fetchall(),
         }
     print(json.dumps(report, indent=2, default=str))
     return 0
