@@ -3,8 +3,11 @@
 Per branch: the lead branch's counts (intake rows, slots, contacts and verdicts by status,
 and the latest workflow runs); messaging and delivery say plainly that they are not built
 yet. Per webhook provider: whether its deliveries are verified, with the unverified ones
-named in a warning. Then Phase 1's metrics from marketing.vw_phase1_metrics. All reads, one
-snapshot (REPEATABLE READ), so the counts agree with each other.
+named in a warning. All reads, one snapshot (REPEATABLE READ), so the counts agree.
+
+The route needs no token (senders and seed 000's worker poll it beside the webhooks), so it
+shows counts and configuration only. The Phase 1 metrics are for viewers: it names where
+they are (`/api/monitoring/phase1`) instead of repeating them.
 """
 
 from __future__ import annotations
@@ -48,11 +51,8 @@ DELIVERIES_24H: LiteralString = """
      WHERE received_at > now() - interval '24 hours'
      GROUP BY provider
 """
-PHASE1_METRICS: LiteralString = """
-    SELECT metric, value, unit, target, excellent, status, sample_size, definition
-      FROM marketing.vw_phase1_metrics
-"""
 STAGES = ("intake", "slots", "contacts", "verdicts")
+PHASE1_METRICS_ROUTE = "/api/monitoring/phase1"
 
 
 async def report(conn: Connection, sources: Sequence[WebhookSource]) -> dict[str, Any]:
@@ -60,11 +60,10 @@ async def report(conn: Connection, sources: Sequence[WebhookSource]) -> dict[str
         counts = await conn.fetch(LEAD_COUNTS)
         runs = await conn.fetch(LATEST_WORKFLOW_RUNS, LATEST_RUNS)
         deliveries = {r["provider"]: r for r in await conn.fetch(DELIVERIES_24H)}
-        metrics = await conn.fetch(PHASE1_METRICS)
     return {
         "branches": _branches(counts, runs),
         "webhooks": _webhooks(sources, deliveries),
-        "phase1_metrics": [_plain(m) for m in metrics],
+        "phase1_metrics": {"route": PHASE1_METRICS_ROUTE, "needs": "a viewer token"},
     }
 
 
