@@ -10,9 +10,10 @@ no trace. Concurrent copies of one delivery wait on the primary key until the fi
 then find it.
 
 The delivery's key is the provider's own id: the Standard Webhooks `webhook-id` header (signed
-with the body, when verified), else Apify's `x-apify-webhook-dispatch-id`; a provider that
-sends neither is keyed by `sha256:` + the hex SHA-256 of the raw body, so byte-identical
-redeliveries are caught and anything else is a new delivery.
+with the body, when verified), else Apify's `x-apify-webhook-dispatch-id`; else, for a
+provider whose events carry no id, the documented composite key its endpoint derives from the
+parsed body (Instantly's: cascade/web/instantly.py); else `sha256:` + the hex SHA-256 of the
+raw body, so byte-identical redeliveries are caught and anything else is a new delivery.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, LiteralString, TypeVar
 
@@ -63,11 +64,14 @@ class WebhookSource:
     header: str | None = None
 
     @classmethod
-    def from_env(cls, provider: str, environ: Mapping[str, str]) -> WebhookSource:
-        """Standard Webhooks unless `WEBHOOK_SCHEME_<PROVIDER>` names another scheme
-        (Apify, for one, can only send a fixed header: `shared_secret`)."""
+    def from_env(
+        cls, provider: str, environ: Mapping[str, str], default: Scheme = Scheme.STANDARD
+    ) -> WebhookSource:
+        """`default` (Standard Webhooks unless the provider can do no better) unless
+        `WEBHOOK_SCHEME_<PROVIDER>` names another scheme (Apify, for one, can only send a
+        fixed header: `shared_secret`)."""
         variable = "WEBHOOK_SCHEME_" + provider.upper()
-        scheme = Scheme(environ.get(variable, Scheme.STANDARD.value).strip() or "standard")
+        scheme = Scheme(environ.get(variable, default.value).strip() or default.value)
         source = cls(ProviderSecrets.from_env(provider, environ, scheme=scheme))
         if not source.signed:
             log.warning(
@@ -126,24 +130,38 @@ class Delivery(Generic[Body]):
     correlation_id: str
 
 
-async def receive(request: Request, source: WebhookSource, model: type[Body]) -> Delivery[Body]:
+# A provider's composite delivery key, from the parsed body; None when the body lacks a part.
+CompositeKey = Callable[[Body], str | None]
+
+
+async def receive(
+    request: Request,
+    source: WebhookSource,
+    model: type[Body],
+    composite_key: CompositeKey[Body] | None = None,
+) -> Delivery[Body]:
     """Read, authenticate and parse one delivery; nothing is written yet."""
     raw = await read_json_body(request)
     verified = source.check(request.headers, raw)
     body = parse(model, raw)
-    key = delivery_key(request.headers, raw)
+    composite = composite_key(body) if composite_key is not None else None
+    key = delivery_key(request.headers, raw, composite)
     return Delivery(source.provider, body, key, verified, correlation_id(request))
 
 
-def delivery_key(headers: Mapping[str, str], raw: bytes) -> str:
-    for name in DELIVERY_ID_HEADERS:
-        value = headers.get(name, "").strip()
+def delivery_key(headers: Mapping[str, str], raw: bytes, composite: str | None = None) -> str:
+    for value in (*(headers.get(name, "").strip() for name in DELIVERY_ID_HEADERS), composite):
         if value:
-            # An absurdly long id is hashed rather than cut, so two never collide.
-            if len(value) > MAX_KEY_LENGTH:
-                return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
-            return value
+            return bounded_key(value)
     return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def bounded_key(value: str) -> str:
+    """`value`, or when it is absurdly long its hash rather than a cut, so two never collide
+    (and a key always fits a btree index)."""
+    if len(value) > MAX_KEY_LENGTH:
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    return value
 
 
 async def claim(conn: Connection, delivery: Delivery[Body], event_name: str) -> bool:

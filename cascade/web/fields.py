@@ -37,5 +37,10 @@ def _blank_is_none(value: object) -> object:
 
 SlotId = Annotated[int, _numeric_id("slot_"), Field(gt=0, le=BIGINT_MAX)]
 PersonId = Annotated[int, _numeric_id("person_"), Field(gt=0, le=BIGINT_MAX)]
+MessageId = Annotated[int, _numeric_id("msg_"), Field(gt=0, le=BIGINT_MAX)]
 # Providers send "" for "nothing"; we store NULL.
 OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none)]
+# A provider's id of something we index (UNIQUE keys, lookups): bounded, as a btree entry is.
+ProviderId = Annotated[
+    Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)
+]

@@ -491,7 +491,9 @@ async def test_status__reports_branches_and_webhooks_and_points_to_the_metrics(
     assert set(lead) >= {"intake", "slots", "contacts", "verdicts", "latest_workflow_runs"}
     assert status["branches"]["messaging"]["status"] == "not built yet"
     assert status["branches"]["delivery"]["status"] == "not built yet"
-    assert status["webhooks"]["unverified_providers"] == ["apify", "trigger", "validator"]
+    assert status["webhooks"]["unverified_providers"] == [
+        "apify", "delivery", "heyreach", "instantly", "trigger", "validator",
+    ]  # fmt: skip
     assert "WEBHOOK_SECRET_APIFY" in status["webhooks"]["warning"]
     # Public route: the metrics stay behind a viewer token, named, not repeated.
     assert status["phase1_metrics"] == {
