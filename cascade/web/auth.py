@@ -26,9 +26,10 @@ import math
 import re
 import secrets
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, LiteralString, get_args
 
@@ -37,6 +38,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cascade.handling import Connection
 from cascade.web.fields import whole_number
 from cascade.web.http import envelope
 
@@ -56,6 +58,7 @@ MAX_BUCKETS = 10_000
 STORE_HASH: LiteralString = """
     INSERT INTO marketing.api_tokens (name, role, token_hash, prefix, created_by)
     VALUES ($1, $2, $3, $4, $5)
+ RETURNING id, name, role, prefix, created_at, last_used_at, revoked_at, created_by
 """
 LIST_TOKENS: LiteralString = """
     SELECT id, name, role, prefix, created_at, last_used_at, revoked_at, created_by
@@ -106,6 +109,12 @@ class TokenInfo(BaseModel, frozen=True):
 
 
 @dataclass(frozen=True)
+class IssuedToken:
+    secret: str = field(repr=False)  # shown once, to whoever asked for it; never logged
+    token: TokenInfo
+
+
+@dataclass(frozen=True)
 class Revocation:
     token: TokenInfo
     already_revoked: bool  # revoked before this call; revoked_at is the first revocation's
@@ -127,22 +136,30 @@ def token_prefix(secret: str) -> str:
     return secret[:PREFIX_LENGTH]
 
 
-async def create_token(conn: asyncpg.Connection, name: str, role: Role, created_by: str) -> str:
+async def create_token(conn: Connection, name: str, role: Role, created_by: str) -> str:
     """Stores a new token's hash and returns its secret: the only time the secret exists."""
+    return (await issue_token(conn, name, role, created_by)).secret
+
+
+async def issue_token(conn: Connection, name: str, role: Role, created_by: str) -> IssuedToken:
+    """`create_token`, also returning the stored row (for POST /api/tokens's answer)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     if not name.strip():
         raise ValueError("a token needs a name")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await conn.execute(STORE_HASH, name, role, hash_token(secret), token_prefix(secret), created_by)
-    return secret
+    row = await conn.fetchrow(
+        STORE_HASH, name, role, hash_token(secret), token_prefix(secret), created_by
+    )
+    assert row is not None  # an INSERT ... RETURNING returns its row
+    return IssuedToken(secret, TokenInfo.model_validate(dict(row)))
 
 
-async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
+async def list_tokens(conn: Connection) -> list[TokenInfo]:
     return [TokenInfo.model_validate(dict(row)) for row in await conn.fetch(LIST_TOKENS)]
 
 
-async def revoke_token(conn: asyncpg.Connection, which: int | str) -> Revocation:
+async def revoke_token(conn: Connection, which: int | str) -> Revocation:
     """Revokes the token with this id or prefix. Revoking twice keeps the first revoked_at.
     TokenNotFound when nothing matches, AmbiguousPrefix when a prefix matches several."""
     by_id, by_prefix = (which, None) if isinstance(which, int) else (None, which)
@@ -248,6 +265,9 @@ class Principal:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# The least role of every wrapped endpoint, read by the API description (cascade/web/openapi.py)
+# from the wrapper itself, so the document cannot name a role other than the one checked.
+_REQUIRED_ROLES: weakref.WeakKeyDictionary[Endpoint, Role] = weakref.WeakKeyDictionary()
 
 
 def requires(role: Role) -> Callable[[Endpoint], Endpoint]:
@@ -261,9 +281,15 @@ def requires(role: Role) -> Callable[[Endpoint], Endpoint]:
             refused = await _admit(request, role)
             return refused if refused is not None else await endpoint(request)
 
+        _REQUIRED_ROLES[guarded] = role
         return guarded
 
     return wrap
+
+
+def required_role(endpoint: Endpoint) -> Role | None:
+    """The role `requires` wrapped this endpoint with; None for a public endpoint."""
+    return _REQUIRED_ROLES.get(endpoint)
 
 
 def principal(request: Request) -> Principal:
