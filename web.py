@@ -31,9 +31,22 @@ from cascade.database import configured_url
 from cascade.enrichment.settings import EnrichmentSettings
 from cascade.handling import Connection
 from cascade.intake import IntakeFileError
-from cascade.web import apify, campaigns, metrics, status, trigger, validator
+from cascade.web import (
+    apify,
+    campaigns,
+    dashboard,
+    heyreach,
+    instantly,
+    metrics,
+    openapi,
+    status,
+    tokens,
+    trigger,
+    validator,
+)
+from cascade.web import delivery as delivery_reports
 from cascade.web.auth import Access, Endpoint
-from cascade.web.deliveries import Delivery, WebhookSource, claim, receive
+from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, receive
 from cascade.web.http import (
     ApiError,
     CorrelationId,
@@ -45,11 +58,15 @@ from cascade.web.http import (
     parse,
     read_json_body,
 )
+from cascade.webhooks.signatures import Scheme
 
 # A listener counts as alive while its heartbeat is younger than this many seconds.
 LISTENER_FRESH_SECONDS = 30
 # Each has WEBHOOK_SECRET_<PROVIDER>; "trigger" guards POST /webhooks/trigger/{workflow}.
-WEBHOOK_PROVIDERS = ("apify", "validator", "trigger")
+WEBHOOK_PROVIDERS = ("apify", "validator", "trigger", "delivery", "instantly", "heyreach")
+# Standard Webhooks unless named here: Instantly signs nothing and can only send a fixed
+# header (cascade/web/instantly.py).
+DEFAULT_SCHEMES = {"instantly": Scheme.SHARED_SECRET}
 
 LIVE_LISTENERS: LiteralString = """
     SELECT count(*) FROM marketing.listeners
@@ -95,21 +112,30 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": "ok", "listeners": listeners})
 
 
-# A webhook's body (seed 000's, which names its event in `event`), and what the webhook does
-# with it inside the transaction that claimed the delivery; the summary answers the sender.
+# A webhook's body (seed 000's, which names its event in `event`, or in `event_field`), and
+# what the webhook does with it inside the transaction that claimed the delivery; the summary
+# answers the sender.
 B = TypeVar("B", bound=BaseModel)
 Apply = Callable[[Connection, B, Config], Awaitable[dict[str, Any]]]
 
 
-def webhook(provider: str, model: type[B], apply: Apply[B]) -> Endpoint:
+def webhook(
+    provider: str,
+    model: type[B],
+    apply: Apply[B],
+    *,
+    event_field: str = "event",
+    composite_key: CompositeKey[B] | None = None,
+) -> Endpoint:
     """A provider's webhook: verify and parse (`receive`), then one transaction that claims
-    the delivery (a duplicate answers 200 and changes nothing) and applies it; 202."""
+    the delivery (a duplicate answers 200 and changes nothing) and applies it; 202.
+    `composite_key` keys a delivery that carries no id header (deliveries.py)."""
 
     async def endpoint(request: Request) -> Response:
         config = _config(request)
-        delivery = await receive(request, config.sources[provider], model)
+        delivery = await receive(request, config.sources[provider], model, composite_key)
         async with _pool(request).acquire() as conn, conn.transaction():
-            event = str(delivery.body.model_dump(include={"event"})["event"])
+            event = str(delivery.body.model_dump(include={event_field})[event_field])
             if not await claim(conn, delivery, event):
                 return _duplicate(delivery)
             summary = await apply(conn, delivery.body, config)
@@ -128,6 +154,24 @@ async def _apply_validator(
     conn: Connection, body: validator.ValidatorDelivery, config: Config
 ) -> dict[str, Any]:
     return (await validator.apply(conn, body, config.settings)).as_json()
+
+
+async def _apply_delivery(
+    conn: Connection, body: delivery_reports.DeliveryReport, config: Config
+) -> dict[str, Any]:
+    return (await delivery_reports.apply(conn, body)).as_json()
+
+
+async def _apply_instantly(
+    conn: Connection, body: instantly.InstantlyEvent, config: Config
+) -> dict[str, Any]:
+    return (await instantly.apply(conn, body)).as_json()
+
+
+async def _apply_heyreach(
+    conn: Connection, body: heyreach.HeyReachEvent, config: Config
+) -> dict[str, Any]:
+    return (await heyreach.apply(conn, body)).as_json()
 
 
 def _accepted(delivery: Delivery[Any], summary: dict[str, Any]) -> JSONResponse:
@@ -212,7 +256,10 @@ def create_app(
         url=url,
         environ=dict(environ),
         settings=EnrichmentSettings.from_env(environ),
-        sources={name: WebhookSource.from_env(name, environ) for name in WEBHOOK_PROVIDERS},
+        sources={
+            name: WebhookSource.from_env(name, environ, DEFAULT_SCHEMES.get(name, Scheme.STANDARD))
+            for name in WEBHOOK_PROVIDERS
+        },
     )
     # Tokens and rate limits for routes wrapped in auth.requires(role) (cascade/web/auth.py);
     # read now, so a bad setting stops the app before it serves.
@@ -257,8 +304,38 @@ ROUTES = [
         webhook("validator", validator.ValidatorDelivery, _apply_validator),
         methods=["POST"],
     ),
+    Route(
+        "/webhooks/delivery",
+        webhook("delivery", delivery_reports.DeliveryReport, _apply_delivery),
+        methods=["POST"],
+    ),
+    Route(
+        "/webhooks/instantly",
+        webhook(
+            "instantly",
+            instantly.InstantlyEvent,
+            _apply_instantly,
+            event_field="event_type",
+            composite_key=instantly.composite_key,
+        ),
+        methods=["POST"],
+    ),
+    Route(
+        "/webhooks/heyreach",
+        webhook(
+            "heyreach",
+            heyreach.HeyReachEvent,
+            _apply_heyreach,
+            event_field="type",
+            composite_key=heyreach.composite_key,
+        ),
+        methods=["POST"],
+    ),
     Route("/webhooks/trigger/{workflow}", trigger_workflow, methods=["POST"]),
     Route("/webhooks/status", webhooks_status),
     *metrics.ROUTES,
     *campaigns.ROUTES,
+    *tokens.ROUTES,
+    *openapi.ROUTES,
+    *dashboard.ROUTES,
 ]

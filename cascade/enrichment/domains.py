@@ -75,7 +75,10 @@ def website_domain(website: str | None) -> str:
         raise NotACompany("missing website")
     if any(ch.isspace() for ch in text):
         raise NotACompany(f"website {text!r} contains spaces")
-    parsed = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        parsed = urlsplit(text if "://" in text else f"http://{text}")
+    except ValueError as exc:  # "Invalid IPv6 URL": a [ or ] outside an IPv6 literal
+        raise NotACompany(f"website {text!r} cannot be parsed: {exc}") from None
     if parsed.scheme not in ("http", "https"):
         raise NotACompany(f"website {text!r} is not an http(s) address")
     try:

@@ -81,7 +81,7 @@ class ApifyContact(BaseModel, frozen=True):
     email: OptionalText = None
     linkedin_url: OptionalText = None
     country: OptionalText = None
-    confidence: Annotated[float, Field(ge=0, le=1)]
+    confidence: Annotated[float, Field(ge=0, le=1, strict=True)]  # `true` is no 1.0
 
     def candidate(self) -> Candidate:
         return Candidate(

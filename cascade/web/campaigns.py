@@ -48,6 +48,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     ValidationError,
 )
@@ -259,7 +260,7 @@ class NewCampaign(BaseModel, frozen=True, extra="forbid"):
     description: OptionalText = None
     schedule_cron: CronExpression | None = None
     timezone: TimeZoneName = "UTC"
-    schedule_enabled: bool = True
+    schedule_enabled: StrictBool = True  # true or false: not 0, "off" or "no"
     budget_daily: Budget | None = None
     budget_weekly: Budget | None = None
     budget_monthly: Budget | None = None

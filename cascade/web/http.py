@@ -18,6 +18,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Seed 004: webhook bodies are capped at 1 MB.
@@ -59,7 +61,28 @@ async def http_error_response(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405, in the envelope too."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, code, str(exc.detail))
+    response = envelope(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110: Allow lists every method the path answers. Starlette's names only those of
+        # the first route that matched the path, and a path may have a route per method.
+        response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+    return response
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    # Matched as the app saw the request: inside a Mount, root_path has grown by its prefix.
+    root_path = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = {**request.scope, "root_path": root_path}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(scope)[0] is Match.NONE:
+            continue
+        if isinstance(route, Route):
+            methods |= route.methods or set()
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            methods |= {"GET", "HEAD"}  # all StaticFiles answers
+    return methods
 
 
 class CorrelationId:

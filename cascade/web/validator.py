@@ -71,7 +71,7 @@ class ValidatorResult(BaseModel, frozen=True):
     person_id: PersonId
     email: Annotated[str, Field(min_length=3)]
     status: Literal["valid", "ok", "catch_all", "unknown", "invalid", "disposable"]
-    score: Annotated[float, Field(ge=0, le=1)]
+    score: Annotated[float, Field(ge=0, le=1, strict=True)]  # `true` is no 1.0
     quality: OptionalText = None
     subresult: OptionalText = None
 

@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
+from cascade.enrichment.domains import NotACompany, website_domain
 from cascade.web.auth import create_token
 from cascade.web.metrics import (
     DURATION_BUCKETS,
@@ -167,3 +168,85 @@ async def test_metrics_queries_do_not_scan_every_processed_event(db: asyncpg.Con
     print(recent, "\n\n", queue)
     assert "Seq Scan on pipeline_events" not in recent, recent
     assert "Seq Scan on pipeline_events" not in queue, queue
+
+
+# -- found by schemathesis (tests/web/test_openapi_fuzz.py) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PATCH", "/api/campaigns", "GET, HEAD, POST"),
+        ("PATCH", "/api/campaigns/1", "DELETE, GET, HEAD"),
+        ("DELETE", "/api/tokens", "GET, HEAD, POST"),
+        ("TRACE", "/health", "GET, HEAD"),
+        ("POST", "/static/dashboard.css", "GET, HEAD"),
+    ],
+)
+async def test_405_names_every_method_of_the_path_in_allow(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    # Starlette's 405 named only the first route matching the path (one route per method
+    # here), and the envelope handler dropped its Allow header altogether.
+    response = await api.http.request(method, path, headers=api.ops)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("value", ["true", "false", '"0.9"'])
+async def test_apify_confidence_that_is_not_a_number_is_refused(api: Api, value: str) -> None:
+    # pydantic's lax mode read `true` as a confidence of 1.0: a contact accepted for certain.
+    contact = f'{{"slot_id": 1, "full_name": "Ada Lovelace", "confidence": {value}}}'
+    body = f'{{"event": "scrape_done", "payload": {{"slot_ids": [1], "contacts": [{contact}]}}}}'
+    response = await api.http.post(
+        "/webhooks/apify", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    errors = response.json()["error"]["details"]["errors"]
+    assert [e["field"] for e in errors] == ["payload.contacts[0].confidence"]
+
+
+@pytest.mark.parametrize("value", ["true", '"0.9"'])
+async def test_validator_score_that_is_not_a_number_is_refused(api: Api, value: str) -> None:
+    result = f'{{"person_id": 1, "email": "a@acme.com", "status": "valid", "score": {value}}}'
+    body = f'{{"event": "validate_result", "payload": {{"results": [{result}]}}}}'
+    response = await api.http.post(
+        "/webhooks/validator", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    errors = response.json()["error"]["details"]["errors"]
+    assert [e["field"] for e in errors] == ["payload.results[0].score"]
+
+
+@pytest.mark.parametrize("website", ["acme].com", "[acme.com", "http://acme.com]/about"])
+def test_website_with_a_stray_bracket_is_not_a_company_not_a_crash(website: str) -> None:
+    # urlsplit raises ValueError("Invalid IPv6 URL"): a 500 from the company timeline, and a
+    # CSV line with such a website would stop the whole import instead of being rejected.
+    with pytest.raises(NotACompany, match="cannot be parsed"):
+        website_domain(website)
+
+
+async def test_company_timeline_of_a_key_with_a_bracket_is_not_a_500(api: Api) -> None:
+    response = await api.http.get("/api/timeline/company/acme%5D.com", headers=api.viewer)
+
+    assert_not_500(response)
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("value", ["0", '"off"', '"no"', "1"])
+async def test_create_with_a_schedule_enabled_that_is_not_a_boolean_is_refused(
+    api: Api, value: str
+) -> None:
+    # pydantic's lax mode read 0, "off" and "no" as false, and 1 as true.
+    body = f'{{"campaign_name": "x", "schedule_enabled": {value}}}'
+    response = await api.http.post(
+        "/api/campaigns", content=body, headers=api.ops | {"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    errors = response.json()["error"]["details"]["errors"]
+    assert [e["field"] for e in errors] == ["schedule_enabled"]
