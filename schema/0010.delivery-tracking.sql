@@ -65,5 +65,5 @@ CREATE INDEX contact_enrichment_email_lower_idx
     ON marketing.contact_enrichment (lower(email)) WHERE email IS NOT NULL;
 CREATE INDEX contact_enrichment_linkedin_idx
     ON marketing.contact_enrichment
-       (regexp_replace(lower(linkedin_url), '^https?://(www\.)?|/+$', '', 'g'))
+       (regexp_replace(lower(linkedin_url), '^(https?://)?(www\.)?|/+$', '', 'g'))
     WHERE linkedin_url IS NOT NULL;

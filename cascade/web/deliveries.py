@@ -14,6 +14,10 @@ with the body, when verified), else Apify's `x-apify-webhook-dispatch-id`; else,
 provider whose events carry no id, the documented composite key its endpoint derives from the
 parsed body (Instantly's: cascade/web/instantly.py); else `sha256:` + the hex SHA-256 of the
 raw body, so byte-identical redeliveries are caught and anything else is a new delivery.
+Under the Stripe scheme the id headers are not read: it signs the timestamp and the body but
+no header, so within the tolerance a captured delivery could be resent under a fresh id (and
+apply again) or under the id of a delivery still to come (which would then be dropped as its
+duplicate).
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ class WebhookSource:
     def signed(self) -> bool:
         return bool(self.secrets.keys) and self.secrets.scheme is not Scheme.NONE
 
+    @property
+    def trusts_id_headers(self) -> bool:
+        """Whether a delivery's id header may key it: not when the body is signed and the
+        header is not (Stripe's scheme). A shared secret travels with each delivery, so one
+        captured there can be forged outright, and the header loses nothing more."""
+        return not (self.signed and self.secrets.scheme is Scheme.STRIPE)
+
     def check(self, headers: Mapping[str, str], body: bytes) -> bool:
         """True if verified, False if accepted unverified; 401 if rejected."""
         verification = verify(self.secrets, headers, body, time.time(), header=self.header)
@@ -145,7 +156,7 @@ async def receive(
     verified = source.check(request.headers, raw)
     body = parse(model, raw)
     composite = composite_key(body) if composite_key is not None else None
-    key = delivery_key(request.headers, raw, composite)
+    key = delivery_key(request.headers if source.trusts_id_headers else {}, raw, composite)
     return Delivery(source.provider, body, key, verified, correlation_id(request))
 
 

@@ -60,8 +60,8 @@ FIND_CONTACT: LiteralString = """
     WITH by_url AS (
         SELECT id, 1 AS rank FROM marketing.contact_enrichment
          WHERE linkedin_url IS NOT NULL
-           AND regexp_replace(lower(linkedin_url), '^https?://(www\\.)?|/+$', '', 'g')
-               = regexp_replace(lower($1::text), '^https?://(www\\.)?|/+$', '', 'g')
+           AND regexp_replace(lower(linkedin_url), '^(https?://)?(www\\.)?|/+$', '', 'g')
+               = regexp_replace(lower($1::text), '^(https?://)?(www\\.)?|/+$', '', 'g')
     ), by_email AS (
         SELECT id, 2 AS rank FROM marketing.contact_enrichment
          WHERE email IS NOT NULL AND lower(email) = lower($2::text)
@@ -70,12 +70,15 @@ FIND_CONTACT: LiteralString = """
      ORDER BY rank, id DESC
      LIMIT 1
 """
+# The exact match first; coalesce, because a message with no provider or provider message id
+# makes the comparison NULL, and DESC puts NULLs first.
 FIND_MESSAGE: LiteralString = """
     SELECT id, campaign_id FROM marketing.message_queue
      WHERE contact_id = $1
        AND (($2::text IS NOT NULL AND provider = 'heyreach' AND provider_message_id = $2::text)
             OR channel = 'linkedin')
-     ORDER BY ($2::text IS NOT NULL AND provider_message_id = $2::text) DESC, id DESC
+     ORDER BY coalesce(provider = 'heyreach' AND provider_message_id = $2::text, false) DESC,
+              id DESC
      LIMIT 1
 """
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, BeforeValidator, StringConstraints
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -44,7 +44,18 @@ from cascade.web.http import ApiError, parse, read_json_body
 
 NO_STORE = {"Cache-Control": "no-store"}
 
-TokenName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _strip(value: object) -> object:
+    # Stripped as issue_token checks it, by str.strip(): pydantic's strip_whitespace keeps the
+    # ASCII separators \x1c-\x1f, so a name of those alone passed here and failed there (a 500).
+    return value.strip() if isinstance(value, str) else value
+
+
+TokenName = Annotated[
+    str,
+    BeforeValidator(_strip),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+]
 
 
 class NewToken(BaseModel, frozen=True, extra="forbid"):

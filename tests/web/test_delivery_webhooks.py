@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
+from cascade.web import heyreach as heyreach_api
 from cascade.web.metrics import REGISTRY as METRICS
 from cascade.webhooks.signatures import sign_standard, sign_stripe
 from handlers import REGISTRY
@@ -53,6 +54,7 @@ EVENTS = """
 MESSAGE = "SELECT * FROM marketing.message_queue WHERE id = $1"
 LOG = "SELECT status, bounce_type, provider_message_id FROM marketing.delivery_log ORDER BY id"
 CLAIMS = "SELECT count(*) FROM marketing.processed_webhook_events"
+UPDATE_LINKEDIN = "UPDATE marketing.contact_enrichment SET linkedin_url = $1 WHERE id = $2"
 
 
 @pytest.fixture
@@ -452,6 +454,59 @@ async def test_heyreach__an_unknown_person_is_reported(
     assert await db.fetchval("SELECT count(*) FROM marketing.responses") == 0
 
 
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        ("https://www.linkedin.com/in/ada/", "www.linkedin.com/in/ada"),
+        ("www.linkedin.com/in/ada", "https://linkedin.com/in/Ada/"),
+        ("linkedin.com/in/ada", "WWW.LinkedIn.com/in/ada"),
+    ],
+    ids=["sent-without-scheme", "stored-without-scheme", "neither-has-a-scheme"],
+)
+async def test_heyreach__the_profile_url_matches_with_or_without_scheme_and_www(
+    client: httpx.AsyncClient, db: asyncpg.Connection, contact: int, stored: str, sent: str
+) -> None:
+    await db.execute(UPDATE_LINKEDIN, stored, contact)
+    reply = {"leadProfile": {"linkedInUrl": sent}, "message": {"id": "hr-w", "text": "Sure"}}
+    body = {"type": "message_replied", "payload": reply}
+
+    response = await post(client, "/webhooks/heyreach", json.dumps(body).encode())
+
+    assert response.status_code == 202, response.text
+    assert response.json()["unknown"] == []
+    assert await db.fetchval("SELECT contact_id FROM marketing.responses") == contact
+
+
+async def test_heyreach__the_profile_url_lookup_is_one_probe_of_its_index(
+    db: asyncpg.Connection,
+) -> None:
+    # The lookup's expression must be the index's (schema/0010) to the character.
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")
+        plan = await db.fetchval(
+            "EXPLAIN (FORMAT JSON) " + heyreach_api.FIND_CONTACT, "linkedin.com/in/ada", None
+        )
+
+    assert "contact_enrichment_linkedin_idx" in plan
+
+
+async def test_heyreach__message_sent_moves_the_message_with_that_id_not_a_newer_one(
+    client: httpx.AsyncClient, db: asyncpg.Connection, contact: int, campaign: int
+) -> None:
+    first = await message(db, campaign, contact, channel="linkedin", provider="heyreach",
+                          provider_message_id="hr-1")  # fmt: skip
+    # The next step, not sent yet: no provider message id.
+    second = await message(db, campaign, contact, step=2, channel="linkedin", provider=None)
+
+    response = await post(client, "/webhooks/heyreach", heyreach("message_sent", {"id": "hr-1"}))
+
+    assert response.status_code == 202, response.text
+    assert response.json()["applied"] == [{"event": "sent", "message_id": first}]
+    assert (await one(db, MESSAGE, first))["delivery_status"] == "sent"
+    untouched = await one(db, MESSAGE, second)
+    assert (untouched["delivery_status"], untouched["provider_message_id"]) == (None, None)
+
+
 # -- signatures -------------------------------------------------------------------------------
 
 
@@ -547,6 +602,25 @@ async def test_heyreach__standard_webhooks_signature_verifies(
 
     assert response.status_code == 202, response.text
     assert (response.json()["verified"], response.json()["delivery_id"]) == (True, "hr_1")
+
+
+async def test_delivery__a_stripe_signed_delivery_replayed_under_another_webhook_id_is_a_duplicate(
+    start_server: StartServer, db: asyncpg.Connection, contact: int, campaign: int
+) -> None:
+    # The Stripe scheme signs the timestamp and the body, not the headers: within the
+    # tolerance, whoever captured a delivery can resend it with any webhook-id they like.
+    sent = await message(db, campaign, contact)
+    body = report("reply_event", [sent], body="Interested")
+    base = start_server({"WEBHOOK_SECRET_DELIVERY": SECRET, "WEBHOOK_SCHEME_DELIVERY": "stripe"})
+    signature = {"stripe-signature": sign_stripe(SECRET, int(time.time()), body)}
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        first = await post(client, "/webhooks/delivery", body, signature | {"webhook-id": "a"})
+        replay = await post(client, "/webhooks/delivery", body, signature | {"webhook-id": "b"})
+
+    assert (first.status_code, first.json()["verified"]) == (202, True)
+    assert (replay.status_code, replay.json()["status"]) == (200, "duplicate")
+    assert await db.fetchval("SELECT count(*) FROM marketing.responses") == 1
 
 
 # -- bad input --------------------------------------------------------------------------------
