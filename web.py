@@ -57,6 +57,7 @@ from cascade.web.http import (
     invalid,
     parse,
     read_json_body,
+    unexpected_error_response,
 )
 from cascade.webhooks.signatures import Scheme
 
@@ -281,7 +282,11 @@ def create_app(
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[Middleware(CorrelationId)],
-        exception_handlers={ApiError: api_error_response, HTTPException: http_error_response},
+        exception_handlers={
+            ApiError: api_error_response,
+            HTTPException: http_error_response,
+            Exception: unexpected_error_response,
+        },
     )
 
 

@@ -57,6 +57,18 @@ async def api_error_response(request: Request, exc: Exception) -> Response:
     return envelope(exc.status, exc.code, exc.message, exc.details)
 
 
+async def unexpected_error_response(request: Request, exc: Exception) -> Response:
+    """A bug's answer: the envelope, never plain text or a traceback. Starlette raises the
+    exception again after this answer, so the server logs it with its traceback; the
+    correlation id ties the two together."""
+    found = getattr(request.state, "correlation_id", None)  # unset if the bug came first
+    message = "the server failed on this request; the failure is logged"
+    response = envelope(500, "internal_error", message, {"correlation_id": found})
+    if found is not None:
+        response.headers[CORRELATION_HEADER] = found  # outside CorrelationId: set it here
+    return response
+
+
 async def http_error_response(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405, in the envelope too."""
     assert isinstance(exc, HTTPException)

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cascade.enrichment.domains import NotACompany, website_domain
 from cascade.web.auth import create_token
@@ -22,6 +24,7 @@ from cascade.web.metrics import (
     RECENT_SECONDS,
 )
 from tests.web.conftest import StartServer
+from web import create_app
 
 NO_LIMIT = {"CASCADE_RATE_LIMIT_PER_MINUTE": "6000", "CASCADE_RATE_LIMIT_BURST": "1000"}
 
@@ -250,3 +253,27 @@ async def test_create_with_a_schedule_enabled_that_is_not_a_boolean_is_refused(
     assert response.status_code == 422, response.text
     errors = response.json()["error"]["details"]["errors"]
     assert [e["field"] for e in errors] == ["schedule_enabled"]
+
+
+# -- a bug's answer ------------------------------------------------------------------------------
+
+
+async def test_an_unexpected_exception_is_a_500_in_the_envelope_with_the_correlation_id(
+    database_url: str,
+) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app = create_app(database_url, {})
+    app.add_route("/broken", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cascade") as http:
+        response = await http.get("/broken", headers={"x-correlation-id": "trace-42"})
+
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "code": "internal_error",
+        "message": "the server failed on this request; the failure is logged",
+        "details": {"correlation_id": "trace-42"},
+    }
+    assert response.headers["x-correlation-id"] == "trace-42"
