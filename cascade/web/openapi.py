@@ -462,7 +462,9 @@ OPERATIONS: dict[tuple[Method, str], Operation] = {
         "Instantly's engagement events: opened, clicked, replied",
         _WEBHOOK_ANSWERS,
         description="Instantly signs nothing: by default it is checked with the shared_secret "
-        "scheme, the secret sent in x-webhook-secret.",
+        "scheme, the secret sent in x-webhook-secret. The body below is seed 000's shape; "
+        "Instantly's own flat payload (event_type beside lead_email, campaign_id, timestamp "
+        "and the rest, with no data object) is accepted as well.",
         body=instantly.InstantlyEvent,
         webhook=True,
     ),

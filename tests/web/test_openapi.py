@@ -246,8 +246,11 @@ def test_answers__each_operation_has_a_success_and_returns_the_correlation_id() 
             assert "x-correlation-id" in answer["headers"], (method, path)
 
 
-@pytest.mark.parametrize("path", ["/webhooks/apify", "/webhooks/validator",
-                                  "/webhooks/trigger/{workflow}"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [f"/webhooks/{name}" for name in web.WEBHOOK_PROVIDERS if name != "trigger"]
+    + ["/webhooks/trigger/{workflow}"],
+)
 def test_webhooks__document_their_signature_headers_and_401(path: str) -> None:
     spec = operation("POST", path)
     headers = {p["name"] for p in spec["parameters"] if p.get("in") == "header"}
