@@ -37,11 +37,13 @@ Instantly's own and is only kept). Then:
 
 De-duplication: since Instantly sends no event id, a delivery's key is the composite
 [event, lead_email in lower case, campaign_id, timestamp, step], the event named by kind so a
-click is one whatever it is called; it applies only when `timestamp` is present (without it,
-deliveries.py keys on the body's hash). The same key is the engagement row's
-provider_event_id and the reply's provider_message_id, so their UNIQUE constraints hold it
-too. An address we have no contact for is reported in the 202's `unknown_lead_emails`, as the
-Apify webhook reports unknown slots: a retry could not make it known.
+click is one whatever it is called, and for a click its `link_url` too (a link scanner opens
+every link of an email in the same millisecond: each is a click of its own); it applies
+only when `timestamp` is present (without it, deliveries.py keys on the body's hash). The
+same key is the engagement row's provider_event_id and the reply's provider_message_id, so
+their UNIQUE constraints hold it too. An address we have no contact for is reported in the
+202's `unknown_lead_emails`, as the Apify webhook reports unknown slots: a retry could not
+make it known.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ def composite_key(event: InstantlyEvent) -> str | None:
         return None
     parts = [event.kind, data.lead_email.strip().lower(), data.campaign_id,
              data.timestamp.isoformat(), data.step]  # fmt: skip
+    if event.kind == "click":
+        parts.append(data.link_url)
     return bounded_key(json.dumps(parts, separators=(",", ":")))
 
 

@@ -373,12 +373,30 @@ async def test_instantly__redelivery_is_caught_by_the_composite_key(
     assert (first.status_code, again.status_code) == (202, 200)
     key = await db.fetchval("SELECT event_key FROM marketing.processed_webhook_events")
     assert json.loads(key) == ["click", "ada@acme.com", "5c1f-instantly-campaign",
-                               "2025-06-02T09:30:00+00:00", 1]  # fmt: skip
+                               "2025-06-02T09:30:00+00:00", 1, None]  # fmt: skip
     provider_event_id = await db.fetchval(
         "SELECT provider_event_id FROM marketing.engagement_events"
     )
     assert provider_event_id == key
     assert await db.fetchval("SELECT count(*) FROM marketing.engagement_events") == 1
+
+
+async def test_instantly__clicks_on_two_links_in_the_same_instant_are_two_clicks(
+    client: httpx.AsyncClient, db: asyncpg.Connection, contact: int
+) -> None:
+    # A link scanner follows every link of an email at once: same lead, step and timestamp.
+    pricing = instantly_event("link_clicked", link_url="https://ours.example/pricing")
+    about = instantly_event("link_clicked", link_url="https://ours.example/about")
+
+    answers = [await post(client, "/webhooks/instantly", json.dumps(e).encode())
+               for e in (pricing, about, pricing)]  # fmt: skip
+
+    assert [a.status_code for a in answers] == [202, 202, 200]
+    urls = await db.fetch("SELECT url FROM marketing.engagement_events ORDER BY id")
+    assert [r["url"] for r in urls] == [
+        "https://ours.example/pricing",
+        "https://ours.example/about",
+    ]
 
 
 async def test_instantly__an_unknown_lead_is_reported_and_nothing_is_stored(
