@@ -7,6 +7,7 @@ screenshot is kept in tests/artifacts/dashboard.png (git-ignored) for a person t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, Response, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Response, Route, async_playwright
 
 from cascade.web.auth import create_token
 from handlers import REGISTRY
@@ -222,6 +223,142 @@ async def test_dashboard__a_viewer_sees_dead_letters_but_no_replay_button(
         assert "needs the ops role" in await page.inner_text("#dead-letters")
         assert "viewer" in await page.inner_text("#who")
         assert troubles.seen == []
+
+
+async def test_dashboard__a_slow_day_read_never_replaces_the_hour_chosen_after_it(
+    browser: Browser, app_url: str, db: asyncpg.Connection
+) -> None:
+    # The day's read is the slow one (half a second on a busy pipeline): a person who picks
+    # "Last 24 hours" and then "Last hour" before it answers must keep seeing the hour.
+    viewer = await create_token(db, "Vera (viewer)", "viewer", "test")
+    day_asked, release_day = asyncio.Event(), asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        day_asked.set()
+        await release_day.wait()
+        await route.continue_()
+
+    async with signed_in(browser, app_url, viewer) as (page, troubles):
+        await page.route("**/api/dashboard/throughput?window=24h", hold)
+        await page.click('#throughput [data-window="24h"]')
+        await asyncio.wait_for(day_asked.wait(), WAIT_MS / 1000)
+        await mark_throughput_unread(page)
+        await page.click('#throughput [data-window="1h"]')
+        await page.wait_for_selector("#throughput[data-state=ready]")  # the hour, drawn
+
+        await page.evaluate(SIGNAL_AFTER_READING, "/api/dashboard/throughput?window=24h")
+        release_day.set()
+        await page.wait_for_function("() => window.answerHandled")
+
+        title = await page.text_content("#throughput-title")
+        assert title == "Events processed per minute"
+        assert await page.get_attribute('[data-window="1h"]', "aria-pressed") == "true"
+        assert troubles.seen == []
+
+
+async def test_dashboard__a_slow_timeline_never_replaces_the_one_asked_for_after_it(
+    browser: Browser, app_url: str, db: asyncpg.Connection
+) -> None:
+    # Looking up one company, then another before the first answers: the page shows the
+    # second, whatever order the answers come back in.
+    viewer = await create_token(db, "Vera (viewer)", "viewer", "test")
+    first_asked, release_first = asyncio.Event(), asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        first_asked.set()
+        await release_first.wait()
+        await route.continue_()
+
+    async with signed_in(browser, app_url, viewer) as (page, troubles):
+        await page.route("**/api/timeline/company/lumenrobotics.com", hold)
+        await page.fill("#timeline-key", "lumenrobotics.com")
+        await page.click("#timeline-form button[type=submit]")
+        await asyncio.wait_for(first_asked.wait(), WAIT_MS / 1000)
+        await page.fill("#timeline-key", "bluefin-analytics.io")
+        await page.click("#timeline-form button[type=submit]")
+        await page.wait_for_selector("#timeline-result[data-state=ready]")
+
+        await page.evaluate(SIGNAL_AFTER_READING, "/api/timeline/company/lumenrobotics.com")
+        release_first.set()
+        await page.wait_for_function("() => window.answerHandled")
+
+        assert "Bluefin Analytics" in await page.inner_text("#timeline-result .subject")
+        assert troubles.seen == []
+
+
+async def test_dashboard__the_throughput_chart_comes_back_after_a_failed_read(
+    browser: Browser, app_url: str, db: asyncpg.Connection
+) -> None:
+    # One failed read (a restart, a timeout) shows its error in the card; the next good one
+    # draws the charts again, as every other card does.
+    viewer = await create_token(db, "Vera (viewer)", "viewer", "test")
+
+    async def fail(route: Route) -> None:
+        failure = {"code": "unavailable", "message": "the database is restarting", "details": {}}
+        await route.fulfill(status=503, json={"error": failure})
+
+    async with signed_in(browser, app_url, viewer) as (page, troubles):
+        await page.route("**/api/dashboard/throughput?window=24h", fail)
+        await page.click('#throughput [data-window="24h"]')
+        await page.wait_for_selector("#throughput[data-state=failed]")
+        assert "the database is restarting" in await page.inner_text("#throughput")
+
+        await page.click('#throughput [data-window="1h"]')
+        await page.wait_for_selector("#throughput[data-state=ready]")
+
+        assert await page.text_content("#throughput-title") == "Events processed per minute"
+        assert await page.locator("#throughput-chart svg rect").count() > 0
+        assert await page.locator("#latency .mini").count() == 6
+        assert "restarting" not in await page.inner_text("#throughput")
+        assert [t for t in troubles.seen if "503" not in t] == []
+
+
+async def test_dashboard__a_rate_limit_banner_goes_once_requests_are_answered_again(
+    browser: Browser, app_url: str, db: asyncpg.Connection
+) -> None:
+    viewer = await create_token(db, "Vera (viewer)", "viewer", "test")
+
+    async def refuse(route: Route) -> None:
+        await route.fulfill(
+            status=429,
+            headers={"Retry-After": "1"},
+            json={"error": {"code": "rate_limited", "message": "too many requests",
+                            "details": {"limit": "token", "retry_after": 1}}},
+        )  # fmt: skip
+
+    async with signed_in(browser, app_url, viewer) as (page, troubles):
+        await page.route("**/api/dashboard/throughput?window=24h", refuse)
+        await page.click('#throughput [data-window="24h"]')
+        await page.wait_for_selector("#banner:not([hidden])")
+        assert "Too many requests" in await page.inner_text("#banner")
+
+        await mark_throughput_unread(page)
+        await page.click('#throughput [data-window="1h"]')  # answered: the limit has passed
+        await page.wait_for_selector("#throughput[data-state=ready]")
+
+        assert await page.is_hidden("#banner")
+        assert [t for t in troubles.seen if "429" not in t] == []
+
+
+# Sets window.answerHandled once the page has read the body of the answer from `target` (a
+# path and query) and done all it does with it: a timer task runs only after the awaits that
+# follow the read have settled.
+SIGNAL_AFTER_READING = """target => {
+    const read = Response.prototype.json;
+    Response.prototype.json = async function () {
+        const body = await read.call(this);
+        const url = new URL(this.url);
+        if (url.pathname + url.search === target) {
+            setTimeout(() => { window.answerHandled = true; });
+        }
+        return body;
+    };
+}"""
+
+
+async def mark_throughput_unread(page: Page) -> None:
+    """Marks the throughput section so that the next read to finish shows."""
+    await page.eval_on_selector("#throughput", "node => { node.dataset.state = 'waiting'; }")
 
 
 async def test_dashboard__a_refused_token_says_so_instead_of_a_blank_page(

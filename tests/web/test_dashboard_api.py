@@ -163,6 +163,21 @@ async def test_page__needs_no_token_and_runs_only_its_own_files(
     assert (missing.status_code, error(missing)["code"]) == (404, "not_found")
 
 
+@pytest.mark.parametrize("path", ["/static/dashboard.js", "/static/dashboard.css"])
+async def test_page__a_deploy_reaches_the_browser_at_once_script_and_style_like_the_page(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # The page is no-cache, but its script's name never changes: a browser that cached the
+    # script heuristically (no Cache-Control means "fresh for a tenth of its age") would run
+    # last release's script on this release's page and API. Each load asks again; an
+    # unchanged file costs a 304.
+    first = await client.get(path)
+    again = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+
+    assert first.headers["cache-control"] == "no-cache"
+    assert again.status_code == 304
+
+
 # -- funnel ------------------------------------------------------------------------------------
 
 
@@ -270,6 +285,23 @@ async def test_throughput__says_when_its_cap_on_events_read_cut_the_window_short
         "SELECT created_at FROM marketing.pipeline_events ORDER BY id DESC LIMIT 2"
     )
     assert datetime.fromisoformat(body["read_back_to"]) == newest_two[-1]["created_at"]
+
+
+async def test_throughput__an_event_processed_after_the_window_ends_is_in_no_bucket_and_no_figure(
+    http: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    # The window ends with the minute that holds the read's now() (its transaction's start). A
+    # listener that finishes an event just after that minute and commits before the read takes
+    # its snapshot (one round trip later) leaves a processed_at past the window's end: here, two
+    # minutes ahead. It belongs to the next read's window, not to a bucket beyond the last.
+    await one(db, ADD_PROCESSED, "company_created", 121, 120)
+    await one(db, ADD_PROCESSED, "company_created", -119, -120)
+
+    body = await get_json(http, "/api/dashboard/throughput?window=1h")
+
+    (stage,) = body["stages"]
+    assert [p["bucket"] for p in stage["points"]] == [57]  # processed 2 min ago, in 0..59
+    assert stage["processed"] == sum(t["processed"] for t in body["totals"]) == 1
 
 
 @pytest.mark.parametrize("window", ["7d", "", "1H", "1h\x00"])
@@ -385,6 +417,33 @@ async def test_timeline__finds_unfinished_and_dead_events_beyond_the_newest_even
     assert [e["kind"] for e in events.values()] == ["company_validated", "company_promoted"]
     assert events[dead_id]["detail"]["status"] == "dead"
     assert story["newest_events_searched"] == 1
+
+
+async def test_timeline__a_contact_is_found_by_its_email_in_any_case_as_stored_in_any_case(
+    http: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    # Providers return emails as they have them: "Ada.Lovelace@…" is stored as given. The
+    # person looking her up types it however they remember it.
+    company_id = await db.fetchval(
+        "INSERT INTO marketing.company_master (company_name, domain, website)"
+        " VALUES ('Analytical Engines', 'engines.example', 'https://engines.example')"
+        " RETURNING id"
+    )
+    contact_id = await db.fetchval(
+        "INSERT INTO marketing.contact_enrichment"
+        "  (company_id, full_name, company_name, email, provider, provider_mode)"
+        " VALUES ($1, 'Ada Lovelace', 'Analytical Engines', 'Ada.Lovelace@Engines.example',"
+        "         'peopledatalabs', 'sandbox') RETURNING id",
+        company_id,
+    )
+
+    found = [
+        await get_json(http, "/api/timeline/contact/" + quote(spelling))
+        for spelling in ("Ada.Lovelace@Engines.example", "ada.lovelace@engines.example",
+                         "ADA.LOVELACE@ENGINES.EXAMPLE")
+    ]  # fmt: skip
+
+    assert [[s["contact_id"] for s in story["subjects"]] for story in found] == [[contact_id]] * 3
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,10 @@ const STAGE_ORDER = new Map(STAGES.map(([name], i) => [name, i]));
 const STAGE_COLOUR = new Map(STAGES);
 const PHASES = { enrichment: "Enrichment", messaging: "Messaging", engagement: "Engagement" };
 
-const state = { me: null, window: "1h", timer: null, refreshing: false, again: false, dayReadAt: 0, day: null };
+const state = { me: null, window: "1h", timer: null, refreshing: false, again: false, dayReadAt: 0, day: null, lookups: 0, throttled: false };
+// The throughput card's charts, legend and note as the page first holds them: a failed read
+// replaces them with its error, and the next good read puts them back before drawing.
+let throughputBody = [];
 
 // -- small helpers -------------------------------------------------------------------------
 
@@ -123,8 +126,15 @@ async function api(path, options = {}) {
   if (!response.ok) {
     const failure = new ApiFailure(response.status, body);
     if (response.status === 401) signOut(`The token was refused: ${failure.message}. Enter a valid token.`);
-    if (response.status === 429) showBanner(`Too many requests: ${failure.message}`);
+    if (response.status === 429) {
+      state.throttled = true;
+      showBanner(`Too many requests: ${failure.message}`);
+    }
     throw failure;
+  }
+  if (state.throttled) { // answered again: the rate limit has passed, and so has its banner
+    state.throttled = false;
+    showBanner("");
   }
   return body;
 }
@@ -307,6 +317,12 @@ function renderAlerts(alerts) {
 // -- throughput and latency ----------------------------------------------------------------
 
 function renderThroughput(data) {
+  // A read for a window no longer chosen (the slow day's, answered after a switch back to the
+  // hour) must not replace the chart of the one that is.
+  if (data.window !== state.window) return;
+  if (!$("#throughput-chart")) {
+    $("#throughput .body").replaceChildren(...throughputBody.map((node) => node.cloneNode(true)));
+  }
   const perMinute = data.bucket_seconds === 60;
   $("#throughput-title").textContent = perMinute ? "Events processed per minute" : "Events processed per hour";
   const stages = [...data.stages].sort((a, b) => byStage(a.event_type, b.event_type));
@@ -471,14 +487,18 @@ async function showTimeline(event) {
   const key = $("#timeline-key").value.trim();
   const result = $("#timeline-result");
   if (!key) return;
+  // Answers can come back out of order (a busy company is slower): only the latest lookup's
+  // is shown.
+  const lookup = ++state.lookups;
   result.dataset.state = "loading";
   result.replaceChildren(el("p", { class: "empty" }, "Looking…"));
   try {
     const data = await api(`/api/timeline/${kind}/${encodeURIComponent(key)}`);
+    if (lookup !== state.lookups) return;
     result.replaceChildren(...data.subjects.map(subjectLine), timelineList(data));
     result.dataset.state = "ready";
   } catch (failure) {
-    if (failure.status === 401) return;
+    if (failure.status === 401 || lookup !== state.lookups) return;
     result.dataset.state = "failed";
     const text = failure.status === 404 ? `Nothing found: ${failure.message}.` : failure.message;
     result.replaceChildren(el("p", { class: "error" }, text));
@@ -578,6 +598,7 @@ function chooseWindow(event) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  throughputBody = [...$("#throughput .body").children].map((node) => node.cloneNode(true));
   $("#signin-form").addEventListener("submit", signIn);
   $("#sign-out").addEventListener("click", () => signOut());
   $("#timeline-form").addEventListener("submit", showTimeline);
