@@ -560,7 +560,7 @@ function describe({ source, kind, detail: d }) {
 function describeState(kind, d) {
   switch (kind) {
     case "intake.received":
-      return [`Intake row ${d.intake_id} received`, [d.company_name, d.website, d.source && `${d.source} line ${d.source_line}`].filter(Boolean).join(" · "), null];
+      return [`Intake row ${d.intake_id} received`, [d.company_name, d.website, d.source && (d.source_line == null ? d.source : `${d.source} line ${d.source_line}`)].filter(Boolean).join(" · "), null];
     case "intake.validated": return [`Intake row ${d.intake_id} validated`, `became company ${d.company_id}`, null];
     case "intake.duplicate": return [`Intake row ${d.intake_id} is a duplicate`, `of company ${d.company_id}`, null];
     case "intake.rejected": return [`Intake row ${d.intake_id} rejected`, d.reason, null];
