@@ -505,7 +505,7 @@ def _plain(value: object) -> object:
     return value
 
 
-CAMPAIGN = "/api/campaigns/{campaign_id:int}"
+CAMPAIGN = "/api/campaigns/{campaign_id:id}"
 ROUTES = [
     Route("/api/campaigns", create_campaign, methods=["POST"]),
     Route("/api/campaigns", list_campaigns, methods=["GET"]),

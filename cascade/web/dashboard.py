@@ -596,5 +596,5 @@ ROUTES: list[BaseRoute] = [
     Route("/api/dashboard/throughput", throughput, methods=["GET"]),
     Route("/api/timeline/company/{key:path}", company_timeline, methods=["GET"]),
     Route("/api/timeline/contact/{key:path}", contact_timeline, methods=["GET"]),
-    Route("/api/dead-letters/{event_id:int}/replay", replay_dead_letter, methods=["POST"]),
+    Route("/api/dead-letters/{event_id:id}/replay", replay_dead_letter, methods=["POST"]),
 ]

@@ -7,8 +7,8 @@ answers it gives. The rest is read from the route itself, so it cannot drift:
 - the least role, from the `requires(role)` wrapper (`auth.required_role`): a route without one
   is public (`security: []`), one with one needs the bearer token (and says the role in its
   description and in `x-cascade-role`), with 401 and 429, and 403 above `viewer`;
-- path parameters and their types, from the route's convertors (`{campaign_id:int}`), and a
-  mount of static files as GET of its path;
+- path parameters and their types, from the route's convertors (`{campaign_id:id}`: see
+  cascade/web/__init__.py), and a mount of static files as GET of its path;
 - request bodies, from the endpoint's own models: `Model.model_json_schema()` for all of them
   at once (pydantic's `models_json_schema`), with their `$defs` moved to
   `components/schemas`, plus the answers every body can get (400, 413, 415, 422).

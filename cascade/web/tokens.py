@@ -124,5 +124,5 @@ async def revoke(request: Request) -> JSONResponse:
 ROUTES = [
     Route("/api/tokens", list_all, methods=["GET"]),
     Route("/api/tokens", create, methods=["POST"]),
-    Route("/api/tokens/{token_id:int}", revoke, methods=["DELETE"]),
+    Route("/api/tokens/{token_id:id}", revoke, methods=["DELETE"]),
 ]

@@ -277,3 +277,18 @@ async def test_an_unexpected_exception_is_a_500_in_the_envelope_with_the_correla
         "details": {"correlation_id": "trace-42"},
     }
     assert response.headers["x-correlation-id"] == "trace-42"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/campaigns/"), ("DELETE", "/api/tokens/"), ("POST", "/api/dead-letters/")],
+)
+async def test_an_id_of_five_thousand_digits_is_a_404_not_a_500(
+    api: Api, method: str, path: str
+) -> None:
+    # Starlette's int convertor called int() on it while matching routes: ValueError, a 500.
+    suffix = "/replay" if "dead-letters" in path else ""
+    response = await api.http.request(method, path + "9" * 5000 + suffix, headers=api.ops)
+
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
