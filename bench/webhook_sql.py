@@ -1,0 +1,137 @@
+"""PostgreSQL's share of one Instantly open, by how the delivery's SQL is shaped
+(`python -m bench.webhooks sql-cost`; bench/webhooks.py's `run` measures the whole request).
+
+The statements are the app's own constants (cascade/web/deliveries.py, cascade/web/
+instantly.py) and the `one-statement` prototype's (bench/webhook_server.py), sent through
+asyncpg as the app sends them, by CONNECTIONS connections in a loop for SECONDS each, on a
+fresh database seeded like the `instantly` target. What is reported is the CPU of the
+server backends serving those connections (from /proc, so the server must be local) per
+delivery: the client's own cost, and HTTP, are left out.
+
+Cases:
+* production: BEGIN, set_config, claim, find by email_id, record the open, COMMIT, then the
+  pool's reset query (asyncpg runs it on every release): seven round trips;
+* one statement: the prototype, in an implicit transaction: one round trip;
+* one statement with synchronous_commit off, for this session only: what the WAL flush at
+  each commit costs the backend;
+* one statement with the engagement table's event trigger disabled: what emitting
+  email_opened into marketing.pipeline_events costs;
+* one statement, duplicate: the same delivery each time (the claim finds it, nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import LiteralString
+
+import asyncpg
+
+from bench.phase1 import _cpu_seconds
+from bench.webhook_scenarios import DUPLICATE_ID, INSTANTLY
+from bench.webhook_server import INSTANTLY_IN_ONE_STATEMENT
+from cascade.web.deliveries import CLAIM_DELIVERY, SET_CORRELATION
+from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT
+
+CONNECTIONS = 8
+SECONDS = 8.0
+METADATA = '{"workspace": "bench-workspace", "email_account": "sender@bench-instantly.example"}'
+
+FLUSH_OFF: LiteralString = "SET synchronous_commit = off"
+TRIGGER_OFF: LiteralString = """
+    ALTER TABLE marketing.engagement_events DISABLE TRIGGER _400_engagement_recorded
+"""
+TRIGGER_ON: LiteralString = """
+    ALTER TABLE marketing.engagement_events ENABLE TRIGGER _400_engagement_recorded
+"""
+
+Step = Callable[[asyncpg.Connection, str, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Cost:
+    case: str
+    deliveries: int
+    per_second: float
+    backend_cpu_us: float  # per delivery
+
+
+async def production(conn: asyncpg.Connection, key: str, lead: int) -> None:
+    async with conn.transaction():
+        await conn.execute(SET_CORRELATION, key)
+        await conn.fetchval(CLAIM_DELIVERY, "instantly", key, "email_opened", True, key)
+        target = await conn.fetchrow(FIND_BY_EMAIL_ID, f"lead-{lead}")
+        assert target is not None
+        await conn.fetchval(
+            RECORD_ENGAGEMENT, target["contact_id"], target["message_id"],
+            target["campaign_id"], "open", None, METADATA, key, None,
+        )  # fmt: skip
+    await conn.reset()  # what asyncpg's pool does on every release
+
+
+async def one_statement(conn: asyncpg.Connection, key: str, lead: int) -> None:
+    await conn.fetchrow(
+        INSTANTLY_IN_ONE_STATEMENT, key, "email_opened", True, "open", key, f"lead-{lead}",
+        METADATA, None,
+    )  # fmt: skip
+
+
+async def duplicate(conn: asyncpg.Connection, key: str, lead: int) -> None:
+    await one_statement(conn, DUPLICATE_ID, 1)
+
+
+async def measure(url: str, case: str, step: Step, *, setup: LiteralString | None = None) -> Cost:
+    conns = [await asyncpg.connect(url) for _ in range(CONNECTIONS)]
+    try:
+        if setup is not None:
+            for conn in conns:
+                await conn.execute(setup)
+        pids = [conn.get_server_pid() for conn in conns]
+        before = sum(_cpu_seconds(pid) for pid in pids)
+        deadline = time.monotonic() + SECONDS
+        counts = await asyncio.gather(
+            *(_loop(conn, step, f"{case}-{k}", deadline) for k, conn in enumerate(conns))
+        )
+        used = sum(_cpu_seconds(pid) for pid in pids) - before
+    finally:
+        for conn in conns:
+            await conn.close()
+    total = sum(counts)
+    return Cost(case, total, total / SECONDS, used / max(1, total) * 1e6)
+
+
+async def _loop(conn: asyncpg.Connection, step: Step, prefix: str, deadline: float) -> int:
+    n = 0
+    while time.monotonic() < deadline:
+        await step(conn, f"{prefix}-{n}", n % INSTANTLY.leads + 1)
+        n += 1
+    return n
+
+
+async def all_cases(url: str) -> list[Cost]:
+    costs = [
+        await measure(url, "production: 7 round trips", production),
+        await measure(url, "one statement", one_statement),
+        await measure(url, "one statement, synchronous_commit off", one_statement, setup=FLUSH_OFF),
+        await measure(url, "one statement, duplicate", duplicate),
+    ]
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(TRIGGER_OFF)
+        costs.append(await measure(url, "one statement, no event trigger", one_statement))
+        await admin.execute(TRIGGER_ON)
+    finally:
+        await admin.close()
+    return costs
+
+
+def render(costs: list[Cost]) -> str:
+    lines = [
+        f"| case ({CONNECTIONS} connections, {SECONDS:g} s) | deliveries/s | "
+        "backend CPU µs per delivery |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {c.case} | {c.per_second:,.0f} | {c.backend_cpu_us:,.0f} |" for c in costs]
+    return "\n".join(lines)
