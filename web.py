@@ -245,6 +245,13 @@ async def webhooks_status(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release, in place of asyncpg's default (a round trip of
+    pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL on every request). The web app
+    keeps no session state: its one setting is transaction-local, it takes no advisory lock
+    and listens to nothing; asyncpg still rolls back a transaction left open before this."""
+
+
 def create_app(
     database_url: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> Starlette:
@@ -270,7 +277,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.config = config
         app.state.access = access
-        app.state.pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+        app.state.pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=10, reset=_keep_session
+        )
         try:
             yield
         finally:

@@ -16,12 +16,7 @@ would buy before anyone makes it (none of them is in the app):
 * `walk-off`: parse without http.parse's model_dump() and unstorable() walk for NUL characters
   and non-finite numbers; an invalid body still goes through the original parse, so only the
   successful path changes.
-* `no-pool-reset`: the asyncpg pool skips Connection.reset()'s query on every release (a
-  round trip running pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL). An open
-  transaction is still rolled back (asyncpg does that before the reset callback). Safe only
-  because the app keeps no session state: its settings are transaction-local.
-* `fused-claim`: the correlation id is set in the claim's own statement, one round trip
-  instead of two.
+* (`no-pool-reset` and `fused-claim` were variants here until the app adopted both.)
 * `one-statement` (POST /webhooks/instantly only; a prototype, not a port of instantly.py):
   the whole delivery of an open or click found by `email_id` in one statement outside an
   explicit transaction, so one round trip instead of BEGIN, set_config, claim, lookup,
@@ -46,18 +41,6 @@ from starlette.routing import Route
 
 HOST = "127.0.0.1"
 CEILING_PATH = "/{path:path}"  # any path, so the load needs no per-target change
-
-# deliveries.SET_CORRELATION and deliveries.CLAIM_DELIVERY as one statement: the CTE runs
-# set_config first (a CTE holding a volatile function is never inlined), and the setting is
-# transaction-local as before, so the events the delivery's writes emit still carry it.
-FUSED_CLAIM: LiteralString = """
-    WITH correlation AS (SELECT set_config('cascade.correlation_id', $5, true))
-    INSERT INTO marketing.processed_webhook_events
-        (provider, event_key, event_name, verified, correlation_id)
-    SELECT $1, $2, $3, $4, $5 FROM correlation
-    ON CONFLICT (provider, event_key) DO NOTHING
-    RETURNING true
-"""
 
 # The `one-statement` prototype: set the correlation id, claim, find the message Instantly
 # names, record the engagement (whose statement trigger emits the event, reading the
@@ -123,37 +106,6 @@ def walk_off() -> None:
     vars(deliveries)["parse"] = parse_unchecked
 
 
-def no_pool_reset() -> None:
-    import asyncpg
-
-    original = asyncpg.create_pool
-
-    async def keep(connection: asyncpg.Connection) -> None:
-        return None
-
-    def create_pool(*args: Any, **kwargs: Any) -> asyncpg.Pool:
-        return original(*args, reset=keep, **kwargs)
-
-    # web.py's lifespan calls asyncpg.create_pool after this runs.
-    vars(asyncpg)["create_pool"] = create_pool
-
-
-def fused_claim() -> None:
-    import web
-    from cascade.handling import Connection
-    from cascade.web.deliveries import Delivery
-
-    async def claim(conn: Connection, delivery: Delivery[Any], event_name: str) -> bool:
-        first = await conn.fetchval(
-            FUSED_CLAIM, delivery.provider, delivery.key, event_name, delivery.verified,
-            delivery.correlation_id,
-        )  # fmt: skip
-        return bool(first)
-
-    # The webhook endpoints look `claim` up in web's namespace at each call.
-    vars(web)["claim"] = claim
-
-
 def one_statement() -> None:
     import web
     from cascade.web import instantly
@@ -198,8 +150,6 @@ def _summary(event: Any, row: Any) -> dict[str, Any]:
 
 VARIANTS: dict[str, Callable[[], None]] = {
     "walk-off": walk_off,
-    "no-pool-reset": no_pool_reset,
-    "fused-claim": fused_claim,
     "one-statement": one_statement,
 }
 

@@ -9,8 +9,9 @@ server backends serving those connections (from /proc, so the server must be loc
 delivery: the client's own cost, and HTTP, are left out.
 
 Cases:
-* production: BEGIN, set_config, claim, find by email_id, record the open, COMMIT, then the
-  pool's reset query (asyncpg runs it on every release): seven round trips;
+* production: BEGIN, the claim (which sets the correlation id), find by email_id, record the
+  open, COMMIT: five round trips (the web app's pool no longer sends a reset query; before
+  the fused claim and that change there were seven);
 * one statement: the prototype, in an implicit transaction: one round trip;
 * one statement with synchronous_commit off, for this session only: what the WAL flush at
   each commit costs the backend;
@@ -32,7 +33,7 @@ import asyncpg
 from bench.phase1 import _cpu_seconds
 from bench.webhook_scenarios import DUPLICATE_ID, INSTANTLY
 from bench.webhook_server import INSTANTLY_IN_ONE_STATEMENT
-from cascade.web.deliveries import CLAIM_DELIVERY, SET_CORRELATION
+from cascade.web.deliveries import CLAIM_DELIVERY
 from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT
 
 CONNECTIONS = 8
@@ -60,7 +61,6 @@ class Cost:
 
 async def production(conn: asyncpg.Connection, key: str, lead: int) -> None:
     async with conn.transaction():
-        await conn.execute(SET_CORRELATION, key)
         await conn.fetchval(CLAIM_DELIVERY, "instantly", key, "email_opened", True, key)
         target = await conn.fetchrow(FIND_BY_EMAIL_ID, f"lead-{lead}")
         assert target is not None
@@ -68,7 +68,6 @@ async def production(conn: asyncpg.Connection, key: str, lead: int) -> None:
             RECORD_ENGAGEMENT, target["contact_id"], target["message_id"],
             target["campaign_id"], "open", None, METADATA, key, None,
         )  # fmt: skip
-    await conn.reset()  # what asyncpg's pool does on every release
 
 
 async def one_statement(conn: asyncpg.Connection, key: str, lead: int) -> None:
@@ -112,7 +111,7 @@ async def _loop(conn: asyncpg.Connection, step: Step, prefix: str, deadline: flo
 
 async def all_cases(url: str) -> list[Cost]:
     costs = [
-        await measure(url, "production: 7 round trips", production),
+        await measure(url, "production: 5 round trips", production),
         await measure(url, "one statement", one_statement),
         await measure(url, "one statement, synchronous_commit off", one_statement, setup=FLUSH_OFF),
         await measure(url, "one statement, duplicate", duplicate),

@@ -44,17 +44,20 @@ DELIVERY_ID_HEADERS = ("webhook-id", "x-apify-webhook-dispatch-id")
 MAX_KEY_LENGTH = 200
 
 # Returns a row only for the first copy of a delivery; ON CONFLICT waits for a concurrent
-# first copy to commit or roll back before deciding.
+# first copy to commit or roll back before deciding. The same round trip sets the request's
+# correlation id for the rest of the transaction, so every event the delivery's writes emit
+# carries it (marketing.pipeline_events.correlation_id defaults to the setting): the CTE runs
+# set_config before the INSERT reads its one row (a CTE with a volatile function is never
+# inlined). One statement instead of two: round trips are most of a delivery's cost
+# (bench/RESULTS.md, "Webhook ingestion").
 CLAIM_DELIVERY: LiteralString = """
+    WITH correlation AS (SELECT set_config('cascade.correlation_id', $5, true))
     INSERT INTO marketing.processed_webhook_events
         (provider, event_key, event_name, verified, correlation_id)
-    VALUES ($1, $2, $3, $4, $5)
+    SELECT $1, $2, $3, $4, $5 FROM correlation
     ON CONFLICT (provider, event_key) DO NOTHING
     RETURNING true
 """
-# Transaction-local: every event the delivery's writes emit carries the request's id
-# (marketing.pipeline_events.correlation_id defaults to it).
-SET_CORRELATION: LiteralString = "SELECT set_config('cascade.correlation_id', $1, true)"
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -177,7 +180,6 @@ def bounded_key(value: str) -> str:
 
 async def claim(conn: Connection, delivery: Delivery[Body], event_name: str) -> bool:
     """Inside the delivery's transaction: True for its first copy, False for a duplicate."""
-    await conn.execute(SET_CORRELATION, delivery.correlation_id)
     first = await conn.fetchval(
         CLAIM_DELIVERY,
         delivery.provider,
