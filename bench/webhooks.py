@@ -2,7 +2,7 @@
 
     python -m bench.webhooks run [--target instantly] [--connections 16 64] [--duration 15]
                                  [--repeats 1] [--variants walk-off ...] [--notify]
-                                 [--rate R] [--loop asyncio] [--http h11] [--profile]
+                                 [--rate R] [--loop uvloop] [--http httptools] [--profile]
     python -m bench.webhooks parse-cost [--target instantly]
     python -m bench.webhooks sql-cost
 
@@ -753,8 +753,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     run.add_argument("--warmup", type=float, default=3.0, help="seconds before each run")
     run.add_argument("--repeats", type=int, default=1, help="closed-loop rounds (0: none)")
     run.add_argument("--rate", type=float, help="open-loop requests/s (default: unique peak / 2)")
-    run.add_argument("--loop", default="asyncio", help="uvicorn loop (both servers)")
-    run.add_argument("--http", default="h11", help="uvicorn http (both servers)")
+    run.add_argument(
+        "--loop", default="uvloop", help="uvicorn loop (both servers; `cascade web` uses uvloop)"
+    )
+    run.add_argument(
+        "--http",
+        default="httptools",
+        help="uvicorn http (both servers; `cascade web` uses httptools)",
+    )
     run.add_argument("--variants", nargs="+", default=[], metavar="V[+V...]",
                      help="also run unique deliveries with these changes to the app "
                           f"(bench/webhook_server.py: {', '.join(VARIANTS)})")  # fmt: skip
