@@ -82,8 +82,11 @@ def settle(url: str) -> None:
             conn.execute(CHECKPOINT)
 
 
-def machine_facts(server: str) -> dict[str, str]:
-    """What RESULTS.md records about the machine, the server and the client."""
+def machine_facts(
+    server: str, packages: tuple[str, ...] = ("asyncpg", "pgqueuer")
+) -> dict[str, str]:
+    """What RESULTS.md records about the machine, the server and the client; `packages` are
+    the client's packages whose versions matter to the benchmark at hand."""
     with psycopg.connect(server) as conn:
         row = conn.execute(SERVER_FACTS).fetchone()
         assert row is not None
@@ -102,9 +105,15 @@ def machine_facts(server: str) -> dict[str, str]:
         "server": "DATABASE_URL" if database.configured_url() else "embedded (pgserver)",
         "cascade revision": _revision(),
         "python": platform.python_version(),
-        "asyncpg": metadata.version("asyncpg"),
-        "pgqueuer": metadata.version("pgqueuer"),
+        "packages": ", ".join(f"{name} {_installed(name)}" for name in packages),
     }
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _revision() -> str:

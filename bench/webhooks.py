@@ -54,7 +54,6 @@ import contextlib
 import importlib
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -79,19 +78,10 @@ from pydantic import BaseModel
 
 from bench import webhook_sql
 from bench.phase1 import _cpu_seconds, _machine_cpu, _wait_for_quiet
-from bench.server import (
-    BENCH_DIR,
-    SERVER_FACTS,
-    _cpu_model,
-    _memory_total,
-    _revision,
-    fresh_database,
-    server_url,
-    settle,
-)
+from bench.server import BENCH_DIR, _installed, fresh_database, server_url, settle
+from bench.server import machine_facts as server_machine_facts
 from bench.webhook_scenarios import TARGETS, Load, Target
 from bench.webhook_server import VARIANTS
-from cascade import database
 from cascade.web.http import parse as http_parse
 from cascade.web.http import unstorable
 
@@ -142,18 +132,9 @@ class Uvicorn:
 
     def describe(self) -> str:
         return (
-            f"uvicorn {_version('uvicorn')}, 1 worker, loop={self.loop}, http={self.http}, "
+            f"uvicorn {_installed('uvicorn')}, 1 worker, loop={self.loop}, http={self.http}, "
             "access_log=False, log_config=None"
         )
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _free_port() -> int:
@@ -604,27 +585,9 @@ def parse_cost(target: Target, number: int) -> dict[str, float]:
 
 
 def machine_facts(server: str) -> dict[str, str]:
-    """bench/server.py's facts, with the web stack's versions instead of PgQueuer's."""
-    with psycopg.connect(server) as conn:
-        row = conn.execute(SERVER_FACTS).fetchone()
-    version, shared_buffers, fsync, synchronous_commit, wal_sync_method, max_conn = row or ("",) * 6
+    """bench/server.py's facts, with the web stack's versions."""
     packages = ("uvicorn", "starlette", "h11", "httptools", "uvloop", "asyncpg", "pydantic")
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": _cpu_model(),
-        "ram": _memory_total(),
-        "kernel": platform.release(),
-        "postgresql": str(version),
-        "postgresql settings (server)": (
-            f"shared_buffers={shared_buffers} fsync={fsync} "
-            f"synchronous_commit={synchronous_commit} wal_sync_method={wal_sync_method} "
-            f"max_connections={max_conn}"
-        ),
-        "server": "DATABASE_URL" if database.configured_url() else "embedded (pgserver)",
-        "cascade revision": _revision(),
-        "python": platform.python_version(),
-        "packages": ", ".join(f"{name} {_version(name)}" for name in packages),
-    }
+    return server_machine_facts(server, packages)
 
 
 def _row(run: Run) -> str:
