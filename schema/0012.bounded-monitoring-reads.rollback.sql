@@ -1,5 +1,5 @@
--- Gives vw_alerts and vw_pipeline_health back 0007's definitions, which scan
--- marketing.pipeline_events by time.
+-- Gives vw_alerts back 0007's definition, whose error rate scans marketing.pipeline_events
+-- by time.
 
 CREATE OR REPLACE VIEW marketing.vw_alerts AS
 WITH threshold AS (
@@ -186,46 +186,3 @@ SELECT 'reply_rate_drop', 'warning', NULL,
   FROM replies AS rp, threshold AS t
  WHERE t.guardrail_key = 'alert_reply_rate_drop'
    AND rp.observed < t.limit_value AND rp.sample >= t.min_sample;
-
-CREATE OR REPLACE VIEW marketing.vw_pipeline_health AS
-SELECT now() AS measured_at,
-       recent.processed_last_5m,
-       recent.events_24h,
-       recent.processed_24h,
-       recent.dead_24h,
-       round(100.0 * recent.processed_24h
-             / nullif(recent.processed_24h + recent.dead_24h, 0), 1) AS success_rate_24h,
-       recent.avg_latency_seconds_24h,
-       (SELECT count(*) FROM marketing.pipeline_errors WHERE NOT resolved) AS unresolved_errors,
-       queue.pending,
-       queue.retrying,
-       queue.processing,
-       (SELECT count(*) FROM marketing.pipeline_events WHERE status = 'dead') AS dead_letters,
-       round(extract(epoch FROM now() - queue.oldest_pending_at), 1)
-           AS oldest_pending_age_seconds,
-       alerts.critical_alerts,
-       alerts.warning_alerts
-  FROM (SELECT count(*) FILTER (WHERE status = 'processed'
-                                  AND processed_at > now() - interval '5 minutes')
-                   AS processed_last_5m,
-               count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS events_24h,
-               count(*) FILTER (WHERE status = 'processed'
-                                  AND processed_at > now() - interval '24 hours')
-                   AS processed_24h,
-               count(*) FILTER (WHERE status = 'dead'
-                                  AND finished_at > now() - interval '24 hours') AS dead_24h,
-               round(avg(extract(epoch FROM processed_at - created_at))
-                     FILTER (WHERE processed_at > now() - interval '24 hours'), 2)
-                   AS avg_latency_seconds_24h
-          FROM marketing.pipeline_events
-         WHERE created_at > now() - interval '24 hours'
-            OR finished_at > now() - interval '24 hours') AS recent,
-       (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'failed') AS retrying,
-               count(*) FILTER (WHERE status = 'processing') AS processing,
-               min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending_at
-          FROM marketing.pipeline_events
-         WHERE status IN ('pending', 'failed', 'processing')) AS queue,
-       (SELECT count(*) FILTER (WHERE severity = 'critical') AS critical_alerts,
-               count(*) FILTER (WHERE severity = 'warning') AS warning_alerts
-          FROM marketing.vw_alerts) AS alerts;

@@ -1,13 +1,15 @@
--- vw_alerts and vw_pipeline_health (0007) read marketing.pipeline_events through its primary
--- key instead of scanning it. Their windows are in time, and no index on created_at or
--- finished_at exists (a BRIN one cost the queue 25 %, measured); but ids grow with time, so
--- marketing.first_event_id_at (0011) finds where a window starts by bisecting the key, and
--- each read starts there. The bound reaches back further than the window: an hour for windows
--- on created_at (a long transaction's rows carry its start time but later ids), a day for
--- windows on processed_at or finished_at (an event may finish long after it was created: a
--- retry, an Apify deadline). An event that waited longer than that before finishing is left
--- out of the "processed in the window" figures; the queue figures read the partial indexes
--- and are exact. Column lists are unchanged, so CREATE OR REPLACE keeps every dependant.
+-- vw_alerts' error rate (0007) reads marketing.pipeline_events through its primary key
+-- instead of scanning it. Its window is on created_at, and no index on created_at exists (a
+-- BRIN one cost the queue 25 %, measured); but ids grow with time, so
+-- marketing.first_event_id_at (0011) finds where the window starts by bisecting the key, and
+-- the read starts there, an hour earlier (a long transaction's rows carry its start time but
+-- later ids). Windows on processed_at or finished_at (slow_processing, and
+-- vw_pipeline_health's processed, dead and latency figures) keep 0007's full read: an event
+-- can finish any time after it was created (a backlog drained after an outage, a dead letter
+-- replayed days later keeps its created_at), and those are the slowest events, the ones the
+-- figures exist to show; ids say nothing about when an event finished. vw_pipeline_health
+-- stays as 0007 made it. The column list is unchanged, so CREATE OR REPLACE keeps every
+-- dependant (vw_pipeline_health reads vw_alerts).
 -- depends: 0011.dashboard-views
 
 CREATE OR REPLACE VIEW marketing.vw_alerts AS
@@ -98,8 +100,6 @@ latency AS (
       FROM marketing.pipeline_events AS e, threshold AS t
      WHERE t.guardrail_key = 'alert_slow_processing'
        AND e.processed_at > t.window_start
-       AND e.id >= (SELECT marketing.first_event_id_at(window_start - interval '1 day')
-                      FROM threshold WHERE guardrail_key = 'alert_slow_processing')
 ),
 -- "Email enrichment success": role slots filled of those finished in the window.
 enrichment AS (
@@ -199,47 +199,3 @@ SELECT 'reply_rate_drop', 'warning', NULL,
   FROM replies AS rp, threshold AS t
  WHERE t.guardrail_key = 'alert_reply_rate_drop'
    AND rp.observed < t.limit_value AND rp.sample >= t.min_sample;
-
-CREATE OR REPLACE VIEW marketing.vw_pipeline_health AS
-SELECT now() AS measured_at,
-       recent.processed_last_5m,
-       recent.events_24h,
-       recent.processed_24h,
-       recent.dead_24h,
-       round(100.0 * recent.processed_24h
-             / nullif(recent.processed_24h + recent.dead_24h, 0), 1) AS success_rate_24h,
-       recent.avg_latency_seconds_24h,
-       (SELECT count(*) FROM marketing.pipeline_errors WHERE NOT resolved) AS unresolved_errors,
-       queue.pending,
-       queue.retrying,
-       queue.processing,
-       (SELECT count(*) FROM marketing.pipeline_events WHERE status = 'dead') AS dead_letters,
-       round(extract(epoch FROM now() - queue.oldest_pending_at), 1)
-           AS oldest_pending_age_seconds,
-       alerts.critical_alerts,
-       alerts.warning_alerts
-  FROM (SELECT count(*) FILTER (WHERE status = 'processed'
-                                  AND processed_at > now() - interval '5 minutes')
-                   AS processed_last_5m,
-               count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS events_24h,
-               count(*) FILTER (WHERE status = 'processed'
-                                  AND processed_at > now() - interval '24 hours')
-                   AS processed_24h,
-               count(*) FILTER (WHERE status = 'dead'
-                                  AND finished_at > now() - interval '24 hours') AS dead_24h,
-               round(avg(extract(epoch FROM processed_at - created_at))
-                     FILTER (WHERE processed_at > now() - interval '24 hours'), 2)
-                   AS avg_latency_seconds_24h
-          FROM marketing.pipeline_events
-         WHERE (created_at > now() - interval '24 hours'
-                OR finished_at > now() - interval '24 hours')
-           AND id >= marketing.first_event_id_at(now() - interval '48 hours')) AS recent,
-       (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'failed') AS retrying,
-               count(*) FILTER (WHERE status = 'processing') AS processing,
-               min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending_at
-          FROM marketing.pipeline_events
-         WHERE status IN ('pending', 'failed', 'processing')) AS queue,
-       (SELECT count(*) FILTER (WHERE severity = 'critical') AS critical_alerts,
-               count(*) FILTER (WHERE severity = 'warning') AS warning_alerts
-          FROM marketing.vw_alerts) AS alerts;

@@ -203,6 +203,17 @@ async def test_vw_alerts__slow_processing_over_10_seconds_on_average(
     assert await db.fetchval("SELECT observed FROM marketing.vw_alerts") == Decimal("10.50")
 
 
+async def test_vw_alerts__slow_processing_counts_events_that_waited_days(
+    db: asyncpg.Connection,
+) -> None:
+    # A backlog drained after a two-day outage, or dead letters replayed two days on (replay
+    # keeps created_at): the slowest events of all, processed in the window.
+    await db.execute(PROCESSED_EVENTS, 5, "2 days")
+    await db.execute(PROCESSED_EVENTS, 5, "1 second")
+
+    assert await active_alerts(db) == [("slow_processing", None)]
+
+
 async def test_vw_alerts__low_enrichment_rate_under_70_percent(db: asyncpg.Connection) -> None:
     await db.execute(SLOTS, 4, 8)  # 8 of 12 slots filled: 66.67 %
 
@@ -280,6 +291,22 @@ async def test_vw_pipeline_health__one_row_with_sane_numbers(db: asyncpg.Connect
     assert (health["pending"], health["retrying"], health["dead_letters"]) == (2, 0, 1)
     assert 60 <= health["oldest_pending_age_seconds"] < 120
     assert (health["critical_alerts"], health["warning_alerts"]) == (0, 0)
+
+
+async def test_vw_pipeline_health__counts_events_created_days_ago_and_finished_now(
+    db: asyncpg.Connection,
+) -> None:
+    await db.execute(PROCESSED_EVENTS, 3, "3 days")
+    await db.execute(EVENTS, "company_created", "dead", 1, "3 days")
+    await db.execute(
+        "UPDATE marketing.pipeline_events SET finished_at = now() WHERE status = 'dead'"
+    )
+
+    health = await db.fetchrow("SELECT * FROM marketing.vw_pipeline_health")
+
+    assert health is not None
+    assert (health["processed_last_5m"], health["processed_24h"], health["dead_24h"]) == (3, 3, 1)
+    assert health["avg_latency_seconds_24h"] > 2 * 86400
 
 
 async def test_vw_pipeline_health__empty_database_reads_zero_not_nothing(
