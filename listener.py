@@ -47,11 +47,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, w
 
 from cascade.handling import (
     AlreadyOpen,
+    BatchDeps,
+    BatchTx,
     CompletionFactory,
     Connection,
     Deps,
     EventInfo,
     Handler,
+    Item,
     LeaseLost,
     PermanentFailure,
     Registry,
@@ -128,6 +131,25 @@ HOLD_LEASE: LiteralString = """
       FROM marketing.pipeline_events
      WHERE id = $1 AND status = 'processing' AND attempts = $2 AND lease_owner = $3
        FOR UPDATE
+"""
+
+# A batch's HOLD_LEASE: locks the events it still holds (in id order, as every locker here
+# does) and answers with their ids; an event rescued meanwhile is simply not among them.
+HOLD_LEASES: LiteralString = """
+    SELECT e.id
+      FROM marketing.pipeline_events AS e
+      JOIN unnest($1::bigint[], $2::integer[]) AS held(id, attempts)
+           ON e.id = held.id AND e.attempts = held.attempts
+     WHERE e.status = 'processing' AND e.lease_owner = $3
+     ORDER BY e.id
+       FOR UPDATE OF e
+"""
+
+COMPLETE_LEASED_MANY: LiteralString = """
+    UPDATE marketing.pipeline_events
+       SET status = 'processed', outcome = 'ok', lease_owner = NULL, lease_expires_at = NULL,
+           processed_at = clock_timestamp(), finished_at = clock_timestamp(), duration_ms = $2
+     WHERE id = ANY ($1::bigint[])
 """
 
 COMPLETE_LEASED: LiteralString = """
@@ -244,7 +266,10 @@ class ListenerSettings:
     database_url: str
     batch_size: int = 100  # events per locked-path claim
     workers: int = 2  # locked-path claim loops, one connection each while busy
-    max_leased: int = 16  # leased events in flight at once
+    max_leased: int = 16  # leased handler calls in flight at once
+    # Events of one type a batch handler (handle_many) takes per call: one lease claim, one
+    # read, one provider fan-out and one commit for all of them.
+    leased_batch_size: int = 25
     poll_interval: float = 1.0  # seconds: the longest a loop waits without a notification
     # After a partial batch (2 to batch_size - 1 events), wait this long before claiming
     # again: under a stream of writes the next claim then takes a fuller batch, which costs
@@ -423,6 +448,8 @@ class Listener:
         self._leased_types: list[str] = sorted(registry.external_types)
         self._locked_types: list[str] = sorted(set(self._handled_types) - set(self._leased_types))
         self._leased: dict[LeaseKey, tuple[Event, asyncio.Task[None]]] = {}
+        self._leased_tasks: set[asyncio.Task[None]] = set()  # each takes one of max_leased
+        self._batch_types = {h.event_type for h in registry if h.handle_many is not None}
         self._busy_loops = 0
         self._crash: BaseException | None = None
 
@@ -634,6 +661,8 @@ class Listener:
             if isinstance(admitted, Rejection):
                 raise HandlerRaised(index, admitted, 0.0)
             handler, payload = admitted
+            handle = handler.handle
+            assert handle is not None  # handle_many is for external types: never locked
             begin = time.perf_counter()
             if debug:
                 log.debug("stage started", extra=event.fields())
@@ -642,9 +671,9 @@ class Listener:
                 deps = self._deps(info, functools.partial(AlreadyOpen, conn, info, savepoint.take))
                 if one_by_one:
                     async with conn.transaction():
-                        await handler.handle(payload, deps)
+                        await handle(payload, deps)
                 else:
-                    await handler.handle(payload, deps)
+                    await handle(payload, deps)
             except Exception as exc:
                 if _connection_lost(conn, exc):
                     raise  # the database went away: not the event's fault, nothing to record
@@ -673,33 +702,61 @@ class Listener:
     # -- the lease path -----------------------------------------------------------------------
 
     async def _claim_and_run_leased(self) -> int:
+        """Claims what fits in the free handler calls: one event per call for `handle`, up to
+        leased_batch_size events of one type per call for `handle_many`."""
         assert self._pool is not None
-        room = self.settings.max_leased - len(self._leased)
+        room = self.settings.max_leased - len(self._leased_tasks)
         if room <= 0:
-            await asyncio.wait(
-                [t for _, t in self._leased.values()], return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(self._leased_tasks, return_when=asyncio.FIRST_COMPLETED)
             return 1  # a slot freed: claim again at once
-        rows = await self._pool.fetch(
-            CLAIM_LEASED, self.listener_id, self._leased_types, room, self.settings.lease_seconds
-        )
-        for row in rows:
-            event = Event(row, leased_by=self.listener_id)
-            key = (event.id, event.attempt)
-            task = asyncio.create_task(self._run_leased(event))
-            self._leased[key] = (event, task)
-            task.add_done_callback(functools.partial(self._forget_leased, key))
-        return len(rows)
+        claimed = 0
+        single = [t for t in self._leased_types if t not in self._batch_types]
+        if single:
+            for row in await self._claim_leases(single, room):
+                event = Event(row, leased_by=self.listener_id)
+                self._start_leased([event], self._run_leased(event))
+                claimed += 1
+        room -= claimed
+        batched = [t for t in self._leased_types if t in self._batch_types]
+        if batched and room > 0:
+            size = self.settings.leased_batch_size
+            by_type: dict[str, list[Event]] = {}
+            for row in await self._claim_leases(batched, room * size):
+                event = Event(row, leased_by=self.listener_id)
+                by_type.setdefault(event.event_type, []).append(event)
+                claimed += 1
+            for events in by_type.values():
+                for start in range(0, len(events), size):
+                    chunk = events[start : start + size]
+                    self._start_leased(chunk, self._run_leased_batch(chunk))
+        return claimed
 
-    def _forget_leased(self, key: LeaseKey, task: asyncio.Task[None]) -> None:
-        entry = self._leased.get(key)
+    async def _claim_leases(self, event_types: list[str], limit: int) -> list[asyncpg.Record]:
+        assert self._pool is not None
+        return await self._pool.fetch(
+            CLAIM_LEASED, self.listener_id, event_types, limit, self.settings.lease_seconds
+        )
+
+    def _start_leased(self, events: list[Event], run: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(run)
+        keys = [(event.id, event.attempt) for event in events]
+        for key, event in zip(keys, events, strict=True):
+            self._leased[key] = (event, task)
+        self._leased_tasks.add(task)
+        task.add_done_callback(functools.partial(self._forget_leased, keys))
+
+    def _forget_leased(self, keys: list[LeaseKey], task: asyncio.Task[None]) -> None:
+        first = self._leased.get(keys[0])
         if not task.cancelled() and (error := task.exception()) is not None:
             # Failures are recorded inside the task; one that escapes (the admission check's
-            # database read, say) is logged here, and the lease is left to be rescued.
-            fields = entry[0].fields(error=repr(error)) if entry else {"event_id": key[0]}
+            # database read, say) is logged here, and the leases are left to be rescued.
+            fields = first[0].fields(error=repr(error)) if first else {"event_id": keys[0][0]}
             log.error("leased event failed outside its handler", exc_info=error, extra=fields)
-        if entry is not None and entry[1] is task:
-            del self._leased[key]
+        for key in keys:
+            entry = self._leased.get(key)
+            if entry is not None and entry[1] is task:
+                del self._leased[key]
+        self._leased_tasks.discard(task)
         self._doorbell.ring()  # a slot is free: a concurrency-limited type may be claimable
 
     async def _run_leased(self, event: Event) -> None:
@@ -711,6 +768,8 @@ class Listener:
                 await self._reject(conn, event, admitted)
             return
         handler, payload = admitted
+        handle = handler.handle
+        assert handle is not None  # handle_many types are claimed for _run_leased_batch
         limited = self._settings_of(event.event_type).concurrency_limit is not None
         begin = time.perf_counter()
 
@@ -735,7 +794,7 @@ class Listener:
             log.debug("stage started", extra=event.fields())
         try:
             if handler.external:
-                await handler.handle(payload, deps)
+                await handle(payload, deps)
                 if not deps.completed:
                     async with deps.completing_transaction():
                         pass
@@ -743,7 +802,7 @@ class Listener:
                 # A database handler on the lease path (it has a concurrency limit) runs
                 # entirely inside its completing transaction.
                 async with deps.completing_transaction():
-                    await handler.handle(payload, deps)
+                    await handle(payload, deps)
             self.counters.processed += 1
             if debug:
                 duration_ms = (time.perf_counter() - begin) * 1000
@@ -751,17 +810,92 @@ class Listener:
         except LeaseLost:
             log.warning("lease lost; results discarded", extra=event.fields())
         except Exception as exc:
-            duration_ms = (time.perf_counter() - begin) * 1000
-            try:
+            await self._record_outcomes([(event, exc)], (time.perf_counter() - begin) * 1000)
+
+    async def _run_leased_batch(self, events: list[Event]) -> None:
+        """One `handle_many` call for events of one type (cascade/handling.py): the handler
+        reads, calls providers and writes for all of them, and one transaction confirms the
+        leases still held, commits the results and completes those events. Every other item
+        gets its own outcome recorded, as `_run_leased` records a single event's."""
+        assert self._pool is not None
+        assert self._http is not None
+        pool = self._pool
+        handler: Handler | None = None
+        claimed: dict[int, Event] = {}
+        items: list[Item[Any]] = []
+        for event in events:
+            admitted = await self._admit_fresh(event)
+            if isinstance(admitted, Rejection):
                 async with pool.acquire() as conn:
-                    await self._record_outcome(conn, event, exc, duration_ms)
-            except CONNECTION_ERRORS as lost:
-                # No connection to record the failure on (the server is gone, or out of
-                # connections): the lease expires and another listener rescues the event.
-                log.error(
-                    "failure not recorded; the lease will be rescued",
-                    extra=event.fields(error=f"{exc!r}; then {lost!r}"),
+                    await self._reject(conn, event, admitted)
+                continue
+            handler, payload = admitted
+            claimed[event.id] = event
+            items.append(Item(payload, event.info))
+        if handler is None or handler.handle_many is None:
+            return
+        limited = self._settings_of(handler.event_type).concurrency_limit is not None
+        begin = time.perf_counter()
+        finished: set[int] = set()
+        lost: set[int] = set()
+
+        @contextlib.asynccontextmanager
+        async def holding_leases() -> AsyncIterator[BatchTx]:
+            waiting = [item for item in items if item.outcome is None]
+            ids = [item.event.id for item in waiting]
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    HOLD_LEASES, ids, [claimed[i].attempt for i in ids], self.listener_id
                 )
+                held_ids = {row[0] for row in rows}
+                lost.update(set(ids) - held_ids)
+                held = [item for item in waiting if item.event.id in held_ids]
+                yield BatchTx(conn, held)
+                done = [item.event.id for item in held if item.outcome is None]
+                if done:
+                    duration_ms = (time.perf_counter() - begin) * 1000
+                    await conn.execute(COMPLETE_LEASED_MANY, done, duration_ms)
+                    if limited:
+                        await conn.execute(NOTIFY)  # slots are free for every listener
+            finished.update(done)  # committed
+
+        deps = BatchDeps(self._http, pool.acquire, self._resources, handler.event_type,
+                         holding_leases)  # fmt: skip
+        try:
+            await handler.handle_many(items, deps)
+            if not deps.completed:
+                async with deps.completing_transaction():
+                    pass
+        except Exception as exc:
+            for item in items:
+                if item.outcome is None and item.event.id not in finished | lost:
+                    item.outcome = exc
+        self.counters.processed += len(finished)
+        for event_id in sorted(lost):
+            log.warning("lease lost; results discarded", extra=claimed[event_id].fields())
+        outcomes = [
+            (claimed[item.event.id], item.outcome)
+            for item in items
+            if item.outcome is not None and item.event.id not in lost
+        ]
+        if outcomes:
+            await self._record_outcomes(outcomes, (time.perf_counter() - begin) * 1000)
+
+    async def _record_outcomes(
+        self, outcomes: list[tuple[Event, Exception]], duration_ms: float
+    ) -> None:
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn:
+                for event, outcome in outcomes:
+                    await self._record_outcome(conn, event, outcome, duration_ms)
+        except CONNECTION_ERRORS as lost:
+            # No connection to record the failures on (the server is gone, or out of
+            # connections): the leases expire and another listener rescues the events.
+            log.error(
+                "failure not recorded; the lease will be rescued",
+                extra=outcomes[0][0].fields(error=repr(lost), events=len(outcomes)),
+            )
 
     # -- admission and outcomes ---------------------------------------------------------------
 
@@ -878,7 +1012,7 @@ class Listener:
     def _deps(self, info: EventInfo, completion: CompletionFactory) -> Deps:
         assert self._pool is not None
         assert self._http is not None
-        return Deps(info, self._http, completion, self._pool.acquire, self._resources)
+        return Deps(self._http, self._pool.acquire, self._resources, info, completion)
 
     # -- background chores --------------------------------------------------------------------
 

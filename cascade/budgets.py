@@ -121,6 +121,26 @@ async def reserve(conn: Connection, guardrail_key: str, amount: Decimal) -> None
     )
 
 
+async def reserve_each(
+    conn: Connection, guardrail_key: str, unit_cost: Decimal, count: int
+) -> tuple[int, BudgetExhausted | None]:
+    """Books `count` calls of `unit_cost` each: all of them in one reservation when they fit,
+    else one at a time until the budget is used up. Answers how many were booked and, when
+    not all, the refusal that stopped it (for the rest to wait on and report)."""
+    try:
+        await reserve(conn, guardrail_key, unit_cost * count)
+        return count, None
+    except BudgetExhausted as refused:
+        if count == 1:
+            return 0, refused
+    for booked in range(count):
+        try:
+            await reserve(conn, guardrail_key, unit_cost)
+        except BudgetExhausted as refused:
+            return booked, refused
+    return count, None
+
+
 async def refund(conn: Connection, guardrail_key: str, amount: Decimal) -> None:
     """Returns a reservation whose call was never made (it failed before reaching the
     provider). Zero writes nothing."""

@@ -6,6 +6,14 @@ A handler module has three public names: `EVENT_TYPE`, a frozen pydantic `Payloa
 done; `PermanentFailure` means dead letter without retries; `RetryLater(seconds)` means run
 again later without spending an attempt (a provider's Retry-After); any other exception means
 retry with backoff.
+
+An external module may define `async def handle_many(items, deps)` instead of `handle`: it
+gets up to CASCADE_LEASED_BATCH_SIZE leased events of its type at once (`Item`s) and one
+completing transaction for all of them (`BatchDeps`, `BatchTx`), so one read, one provider
+fan-out and one commit serve many events. Each item's outcome is its own: left alone it is
+done when that transaction commits; `item.retry_later(...)` and `item.fail(...)` give it the
+outcome `handle` would have raised; an exception out of `handle_many` is every unfinished
+item's outcome.
 """
 
 from __future__ import annotations
@@ -14,10 +22,18 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, LiteralString, NamedTuple, TypeAlias, TypeVar
+from typing import Any, Generic, LiteralString, NamedTuple, TypeAlias, TypeVar
 
 import asyncpg
 import httpx
@@ -32,6 +48,10 @@ SET_EVENT_CONTEXT: LiteralString = """
            set_config('cascade.correlation_id', $3, true)
 """
 
+
+# What a batch's per-item statement passes its item's lineage to, as $1, $2 and $3 (see
+# BatchTx.for_each); the function is SET_EVENT_CONTEXT's three set_config calls.
+ITEM_CONTEXT = "marketing.set_event_context($1, $2, $3)"
 
 # A connection as handlers and the engine see it: direct, or borrowed from a pool.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -158,16 +178,39 @@ def _handler_logger(event_type: str) -> logging.Logger:
     return logging.getLogger(f"cascade.handlers.{event_type}")
 
 
+def idempotency_key(event: EventInfo) -> str:
+    """The key to send with any external side effect of this event: stable across retries."""
+    return f"cascade-event-{event.id}"
+
+
 @dataclass(slots=True)
-class Deps:
+class _Services:
+    """What every handler may use besides its transaction: the shared HTTP client, pooled
+    connections for reads before an external call, and the registry's resources."""
+
+    http: httpx.AsyncClient
+    _reader: ReaderFactory
+    _resources: Resources
+
+    def resource(self, kind: type[R]) -> R:
+        """The shared resource of this type that the registry's factories opened."""
+        found = self._resources.get(kind)
+        if not isinstance(found, kind):
+            raise LookupError(f"no {kind.__name__} resource: add its factory to the registry")
+        return found
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
+        """A pooled connection for reads before an external call; no transaction is held."""
+        return self._reader()
+
+
+@dataclass(slots=True)
+class Deps(_Services):
     """A handler's dependencies for one event. Built for every event, so it stays cheap: the
     logger and the transaction are made only when the handler asks for them."""
 
     event: EventInfo
-    http: httpx.AsyncClient
     _completion: CompletionFactory
-    _reader: ReaderFactory
-    _resources: Resources = field(default_factory=dict)
     _active: Tx | None = field(default=None)
     completed: bool = field(default=False)
 
@@ -188,7 +231,7 @@ class Deps:
     @property
     def idempotency_key(self) -> str:
         """The key to send with any external side effect: stable across retries of this event."""
-        return f"cascade-event-{self.event.id}"
+        return idempotency_key(self.event)
 
     @contextlib.asynccontextmanager
     async def completing_transaction(self) -> AsyncIterator[Tx]:
@@ -205,13 +248,6 @@ class Deps:
                 self._active = None
         self.completed = True
 
-    def resource(self, kind: type[R]) -> R:
-        """The shared resource of this type that the registry's factories opened."""
-        found = self._resources.get(kind)
-        if not isinstance(found, kind):
-            raise LookupError(f"no {kind.__name__} resource: add its factory to the registry")
-        return found
-
     @contextlib.asynccontextmanager
     async def separate_transaction(self) -> AsyncIterator[Tx]:
         """A short transaction of its own, committed when the block ends, for a write that
@@ -220,16 +256,117 @@ class Deps:
         async with self._reader() as conn, conn.transaction():
             yield Tx(conn, self.event)
 
-    def connection(self) -> contextlib.AbstractAsyncContextManager[Connection]:
-        """A pooled connection for reads before an external call; no transaction is held."""
-        return self._reader()
+
+P = TypeVar("P")
+
+
+@dataclass(slots=True, eq=False)
+class Item(Generic[P]):
+    """One event of a batch (`handle_many`): its payload, and the outcome the handler gives
+    it. An item left without one is done when the batch's completing transaction commits."""
+
+    payload: P
+    event: EventInfo
+    outcome: Exception | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return idempotency_key(self.event)
+
+    @property
+    def lineage(self) -> tuple[str, str, str]:
+        """The $1, $2, $3 of its per-item statements (ITEM_CONTEXT)."""
+        event = self.event
+        return str(event.id), str(event.run_id), event.correlation_id or ""
+
+    def retry_later(self, seconds: float, reason: str) -> None:
+        """Run this event again after `seconds` without spending an attempt."""
+        self.outcome = RetryLater(seconds, reason)
+
+    def fail(self, error: Exception) -> None:
+        """This event failed: retried with backoff, or dead at once for a PermanentFailure."""
+        self.outcome = error
+
+
+class BatchTx:
+    """A batch's completing transaction. `held` are the items whose leases the engine has
+    just confirmed under row locks (items rescued meanwhile by another listener are not
+    among them, and nothing may be written for those); they are completed when it commits.
+
+    Writes that emit events go through `for_each`/`fetch_each`: one statement per item, all
+    sent in one round trip (asyncpg pipelines executemany), each setting its own item's
+    lineage in-statement, so every emitted event names the event that caused it."""
+
+    __slots__ = ("_conn", "held")
+
+    def __init__(self, conn: Connection, held: Sequence[Item[Any]]) -> None:
+        self._conn = conn
+        self.held = tuple(held)
+
+    async def execute(self, query: LiteralString, *args: Any) -> str:
+        """A statement whose writes emit no event (it carries no lineage)."""
+        return await self._conn.execute(query, *args)
+
+    async def for_each(
+        self, query: LiteralString, rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]]
+    ) -> None:
+        await self._conn.executemany(_per_item(query), _with_lineage(rows))
+
+    async def fetch_each(
+        self, query: LiteralString, rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]]
+    ) -> list[asyncpg.Record]:
+        return await self._conn.fetchmany(_per_item(query), _with_lineage(rows))
+
+
+def _per_item(query: LiteralString) -> LiteralString:
+    if ITEM_CONTEXT not in query:
+        raise ValueError(f"a per-item statement must call {ITEM_CONTEXT} for its lineage")
+    return query
+
+
+def _with_lineage(
+    rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]],
+) -> list[tuple[Any, ...]]:
+    return [(*item.lineage, *args) for item, *args in rows]
+
+
+BatchCompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[BatchTx]]
+
+
+@dataclass(slots=True)
+class BatchDeps(_Services):
+    """A batch handler's dependencies: what `Deps` offers, for all its items at once."""
+
+    event_type: str
+    _completion: BatchCompletionFactory
+    completed: bool = field(default=False)
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(
+            _handler_logger(self.event_type), {"event_type": self.event_type}
+        )
+
+    @contextlib.asynccontextmanager
+    async def completing_transaction(self) -> AsyncIterator[BatchTx]:
+        """The one transaction in which the items' results and their completion commit."""
+        if self.completed:
+            raise RuntimeError("a batch has one completing transaction")
+        async with self._completion() as tx:
+            yield tx
+        self.completed = True
+
+
+SingleHandle: TypeAlias = Callable[[Any, Deps], Awaitable[None]]
+BatchHandle: TypeAlias = Callable[[Sequence[Item[Any]], BatchDeps], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Handler:
     event_type: str
     payload_model: type[BaseModel]
-    handle: Callable[[Any, Deps], Awaitable[None]]
+    handle: SingleHandle | None
+    handle_many: BatchHandle | None  # set instead of `handle` by a batch handler
     external: bool
     module: str
 
@@ -243,14 +380,21 @@ def _handler_from_module(module: ModuleType) -> Handler:
     event_type = getattr(module, "EVENT_TYPE", None)
     payload_model = getattr(module, "Payload", None)
     handle = getattr(module, "handle", None)
+    handle_many = getattr(module, "handle_many", None)
+    external = bool(getattr(module, "EXTERNAL", False))
     if not isinstance(event_type, str) or not event_type:
         raise TypeError(f"handler module {name} has no EVENT_TYPE string")
     if not (isinstance(payload_model, type) and issubclass(payload_model, BaseModel)):
         raise TypeError(f"handler module {name} has no pydantic Payload model")
-    if not inspect.iscoroutinefunction(handle):
+    if handle_many is not None:
+        if handle is not None or not inspect.iscoroutinefunction(handle_many) or not external:
+            raise TypeError(
+                f"handler module {name}: `async def handle_many(items, deps)` is for an "
+                "EXTERNAL module, instead of `handle`"
+            )
+    elif not inspect.iscoroutinefunction(handle):
         raise TypeError(f"handler module {name} has no `async def handle(payload, deps)`")
-    external = getattr(module, "EXTERNAL", False)
-    return Handler(event_type, payload_model, handle, bool(external), name)
+    return Handler(event_type, payload_model, handle, handle_many, external, name)
 
 
 class Registry:

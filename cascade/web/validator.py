@@ -34,7 +34,7 @@ from cascade.enrichment.settings import EnrichmentSettings
 from cascade.enrichment.verification import Verdict, gate
 from cascade.handling import Connection
 from cascade.web.fields import OptionalText, PersonId
-from handlers.contact_enriched import CONTACT_STATUS, READ_CONTACT, RECORD_ATTEMPT
+from handlers.contact_enriched import CONTACT_STATUS, READ_CONTACTS, RECORD_ATTEMPT
 from providers.base import EmailCheck
 from providers.millionverifier import NAME as PROVIDER
 
@@ -109,7 +109,7 @@ async def apply(
     summary = Summary()
     for result in delivery.payload.results:
         await conn.execute(LOCK_CONTACT, result.person_id)
-        contact = await conn.fetchrow(READ_CONTACT, result.person_id)
+        contact = await conn.fetchrow(READ_CONTACTS, [result.person_id])
         reason = _stale(contact, result)
         if reason is None:
             assert contact is not None
