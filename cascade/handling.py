@@ -248,13 +248,17 @@ class Deps(_Services):
                 self._active = None
         self.completed = True
 
-    @contextlib.asynccontextmanager
-    async def separate_transaction(self) -> AsyncIterator[Tx]:
+    def separate_transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A short transaction of its own, committed when the block ends, for a write that
         must be seen before the handler finishes (it does not complete the event). The events
         its writes emit carry this event's lineage, as the completing transaction's do."""
-        async with self._reader() as conn, conn.transaction():
-            yield Tx(conn, self.event)
+        return _separate_transaction(self._reader, self.event)
+
+
+@contextlib.asynccontextmanager
+async def _separate_transaction(reader: ReaderFactory, event: EventInfo) -> AsyncIterator[Tx]:
+    async with reader() as conn, conn.transaction():
+        yield Tx(conn, event)
 
 
 P = TypeVar("P")
@@ -307,15 +311,24 @@ class BatchTx:
         """A statement whose writes emit no event (it carries no lineage)."""
         return await self._conn.execute(query, *args)
 
-    async def for_each(
-        self, query: LiteralString, rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]]
-    ) -> None:
-        await self._conn.executemany(_per_item(query), _with_lineage(rows))
+    async def fetch(self, query: LiteralString, *args: Any) -> list[asyncpg.Record]:
+        """A read, or a write that emits no event, for the whole batch."""
+        return await self._conn.fetch(query, *args)
+
+    async def for_each(self, query: LiteralString, rows: Iterable[tuple[Any, ...]]) -> None:
+        """`query` once per row, a row being (item, $4, $5, ...)."""
+        statement = _per_item(query)
+        if lineage := _with_lineage(rows):
+            await self._conn.executemany(statement, lineage)
 
     async def fetch_each(
-        self, query: LiteralString, rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]]
+        self, query: LiteralString, rows: Iterable[tuple[Any, ...]]
     ) -> list[asyncpg.Record]:
-        return await self._conn.fetchmany(_per_item(query), _with_lineage(rows))
+        """`query` once per row, as `for_each`; every statement's rows, in order."""
+        statement = _per_item(query)
+        if lineage := _with_lineage(rows):
+            return await self._conn.fetchmany(statement, lineage)
+        return []
 
 
 def _per_item(query: LiteralString) -> LiteralString:
@@ -324,10 +337,13 @@ def _per_item(query: LiteralString) -> LiteralString:
     return query
 
 
-def _with_lineage(
-    rows: Iterable[tuple[Item[Any], *tuple[Any, ...]]],
-) -> list[tuple[Any, ...]]:
-    return [(*item.lineage, *args) for item, *args in rows]
+def _with_lineage(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    lineage: list[tuple[Any, ...]] = []
+    for item, *args in rows:
+        if not isinstance(item, Item):
+            raise TypeError(f"a per-item row starts with its Item, not {type(item).__name__}")
+        lineage.append((*item.lineage, *args))
+    return lineage
 
 
 BatchCompletionFactory = Callable[[], contextlib.AbstractAsyncContextManager[BatchTx]]
@@ -346,6 +362,11 @@ class BatchDeps(_Services):
         return logging.LoggerAdapter(
             _handler_logger(self.event_type), {"event_type": self.event_type}
         )
+
+    def separate_transaction(self, item: Item[Any]) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """Deps.separate_transaction for one item: a short committed write of its own, whose
+        events carry that item's lineage."""
+        return _separate_transaction(self._reader, item.event)
 
     @contextlib.asynccontextmanager
     async def completing_transaction(self) -> AsyncIterator[BatchTx]:

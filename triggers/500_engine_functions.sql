@@ -194,12 +194,14 @@ $$;
 -- Sets the transaction-local lineage that pipeline_events' column defaults read (parent,
 -- run, correlation id), as handling.SET_EVENT_CONTEXT does. A batch handler's per-item
 -- statement calls it with its item's values, so the events that statement's triggers emit
--- at its end name their own parent even when many items share one transaction.
+-- at its end name their own parent even when many items share one transaction. A NULL leaves
+-- that part as it is (a webhook sharing such a statement keeps its request's correlation id).
 CREATE OR REPLACE FUNCTION marketing.set_event_context(
     p_event_id text, p_run_id text, p_correlation_id text
 ) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
-    SELECT set_config('cascade.event_id', p_event_id, true) IS NOT NULL
-       AND set_config('cascade.run_id', p_run_id, true) IS NOT NULL
-       AND set_config('cascade.correlation_id', p_correlation_id, true) IS NOT NULL
+    SELECT (p_event_id IS NULL OR set_config('cascade.event_id', p_event_id, true) IS NOT NULL)
+       AND (p_run_id IS NULL OR set_config('cascade.run_id', p_run_id, true) IS NOT NULL)
+       AND (p_correlation_id IS NULL
+            OR set_config('cascade.correlation_id', p_correlation_id, true) IS NOT NULL)
 $$;

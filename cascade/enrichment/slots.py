@@ -11,8 +11,11 @@ most one event per company and reason, never one per slot.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import asyncpg
 
@@ -27,21 +30,30 @@ from cascade.enrichment.waterfall import (
     SlotState,
     Unfilled,
 )
-from cascade.handling import Deps, Tx
+from cascade.handling import BatchTx, Item, Tx
 
-# The company is enriched by this event alone (marketing.claim_company_enrichment, in
+# Each company is enriched by one event alone (marketing.claim_company_enrichment, in
 # triggers/300_enrichment.sql): two events for one company would otherwise pay providers twice.
-CLAIM_COMPANY: LiteralString = """
-    SELECT company_name, domain, country FROM marketing.claim_company_enrichment($1, $2)
+# $1 the companies, in id order (the order their rows are locked in), $2 each one's event;
+# `n` is the position (from 1) of a pair whose event got its company (one event per company).
+CLAIM_COMPANIES: LiteralString = """
+    SELECT batch.n, batch.company_id, claimed.company_name, claimed.domain, claimed.country
+      FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS batch(company_id, event_id, n)
+     CROSS JOIN LATERAL marketing.claim_company_enrichment(batch.company_id, batch.event_id)
+           AS claimed
+     ORDER BY batch.n
+"""
+COMPANIES_THAT_EXIST: LiteralString = """
+    SELECT id FROM marketing.company_master WHERE id = ANY ($1::bigint[])
 """
 # Open slots that are due (no retry_at in the future) and slots waiting for a run, with the
 # run's deadline measured by the database's clock, the one that scheduled the deadline event.
 READ_SLOTS: LiteralString = """
-    SELECT id, role, status, providers_tried, pending_provider, pending_run_id,
+    SELECT company_id, id, role, status, providers_tried, pending_provider, pending_run_id,
            extract(epoch FROM pending_deadline - now())::float8 AS deadline_in,
            provider_failures
       FROM marketing.company_slots
-     WHERE company_id = $1
+     WHERE company_id = ANY ($1::bigint[])
        AND (status = 'awaiting_provider'
             OR (status = 'open' AND (retry_at IS NULL OR retry_at <= now())))
      ORDER BY id
@@ -80,19 +92,22 @@ LOCK_SLOTS: LiteralString = """
       FROM marketing.company_slots WHERE id = ANY($1::bigint[])
      ORDER BY id FOR UPDATE
 """
+# One company's contacts, with its event's lineage ($1-$3, handling.BatchTx.fetch_each): the
+# insert emits contact_enriched for each.
 ADD_CONTACTS: LiteralString = """
     INSERT INTO marketing.contact_enrichment
         (company_id, slot_id, role, full_name, first_name, last_name, title, company_name,
          email, email_type, linkedin_url, country, provider, provider_mode, confidence)
     SELECT slot.company_id, slot.id, slot.role, found.full_name, found.first_name,
-           found.last_name, found.title, $2, found.email, found.email_type, found.linkedin_url,
+           found.last_name, found.title, $5, found.email, found.email_type, found.linkedin_url,
            found.country, found.provider, found.provider_mode, found.confidence
-      FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                  $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                  $13::numeric[])
+      FROM unnest($4::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                  $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                  $16::numeric[])
            AS found(slot_id, full_name, first_name, last_name, title, email, email_type,
                     linkedin_url, country, provider, provider_mode, confidence)
       JOIN marketing.company_slots AS slot ON slot.id = found.slot_id
+     WHERE marketing.set_event_context($1, $2, $3)
     ON CONFLICT (slot_id) DO NOTHING
     RETURNING id, slot_id
 """
@@ -101,6 +116,8 @@ ADD_CONTACTS: LiteralString = """
 SLOT_CONTACTS: LiteralString = """
     SELECT id, slot_id FROM marketing.contact_enrichment WHERE slot_id = ANY($1::bigint[])
 """
+# One company's slots, with its event's lineage ($1-$3, handling.BatchTx.for_each): the
+# slots' statement trigger schedules a deferred slot's retry.
 SAVE_SLOTS: LiteralString = """
     UPDATE marketing.company_slots AS slot
        SET status = next.status,
@@ -112,10 +129,10 @@ SAVE_SLOTS: LiteralString = """
            unfilled_reason = next.reason,
            updated_at = now(),
            finished_at = CASE WHEN next.status IN ('filled', 'unfilled') THEN now() END
-      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                  $6::bigint[], $7::text[])
+      FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+                  $9::bigint[], $10::text[])
            AS next(id, status, tried, failures, retry_at, contact_id, reason)
-     WHERE slot.id = next.id
+     WHERE slot.id = next.id AND marketing.set_event_context($1, $2, $3)
 """
 
 
@@ -134,10 +151,10 @@ def slot_from(record: asyncpg.Record) -> Slot:
 
 class SlotLedger:
     """The waterfall's RunLedger: each write a short transaction of its own (never one held
-    across the provider call), with the event's lineage."""
+    across the provider call), with the lineage of the event whose pass it is."""
 
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, transaction: Callable[[], AbstractAsyncContextManager[Tx]]) -> None:
+        self.transaction = transaction
 
     async def hand_off(
         self, slot_id: int, expected: SlotState, tried: list[str], failures: dict[str, int],
@@ -158,38 +175,60 @@ class SlotLedger:
         return await self._changed(TAKE_BACK, slot_id, placeholder, tried, json.dumps(failures))
 
     async def _changed(self, query: LiteralString, *args: object) -> bool:
-        async with self.deps.separate_transaction() as tx:  # its events are this event's children
+        async with self.transaction() as tx:  # its events are this event's children
             return await tx.fetchval(query, *args) is not None
 
 
-async def write_back(tx: Tx, company: Company, advances: list[Advance]) -> None:
-    """Saves each pass's outcome for the slots still as the pass last left them."""
-    current = {r["id"]: r for r in await tx.fetch(LOCK_SLOTS, [step.slot.id for step in advances])}
-    saved = [
-        step for step in advances
-        if not isinstance(step.outcome, Awaiting | Moved)  # written already, or not ours
-        and _state(current.get(step.slot.id)) == step.expected
-    ]  # fmt: skip
-    if not saved:
+@dataclass(frozen=True, slots=True)
+class Passes:
+    """What one event's passes did to its company's slots, to be written back."""
+
+    item: Item[Any]
+    company: Company
+    advances: list[Advance]
+
+
+async def write_back(tx: BatchTx, batch: list[Passes]) -> None:
+    """Saves each pass's outcome for the slots still as the pass last left them: one lock of
+    every slot of the batch (in id order), then each company's contacts and slots in one
+    pipelined round trip each, every statement with its own event's lineage."""
+    slot_ids = [step.slot.id for passes in batch for step in passes.advances]
+    if not slot_ids:
         return
-    filled = [(s.slot.id, s.outcome) for s in saved if isinstance(s.outcome, Filled)]
-    contacts: dict[int, int] = {}
-    if filled:
-        rows = await tx.fetch(
-            ADD_CONTACTS,
-            [slot_id for slot_id, _ in filled],
-            company.name,
-            *(
-                list(column)
-                for column in zip(*(_contact(f, company) for _, f in filled), strict=True)
-            ),
-        )
-        contacts = {r["slot_id"]: r["id"] for r in rows}
-        missing = [slot_id for slot_id, _ in filled if slot_id not in contacts]
-        if missing:
-            contacts.update({r["slot_id"]: r["id"] for r in await tx.fetch(SLOT_CONTACTS, missing)})
-    columns = zip(*(_slot_row(step, contacts.get(step.slot.id)) for step in saved), strict=True)
-    await tx.execute(SAVE_SLOTS, *(list(column) for column in columns))
+    current = {r["id"]: r for r in await tx.fetch(LOCK_SLOTS, slot_ids)}
+    saved = [
+        (passes, [
+            step for step in passes.advances
+            if not isinstance(step.outcome, Awaiting | Moved)  # written already, or not ours
+            and _state(current.get(step.slot.id)) == step.expected
+        ])
+        for passes in batch
+    ]  # fmt: skip
+    contacts = await _add_contacts(tx, saved)
+    await tx.for_each(SAVE_SLOTS, [
+        (passes.item, *(list(column) for column in zip(
+            *(_slot_row(step, contacts.get(step.slot.id)) for step in steps), strict=True)))
+        for passes, steps in saved if steps
+    ])  # fmt: skip
+
+
+async def _add_contacts(tx: BatchTx, saved: list[tuple[Passes, list[Advance]]]) -> dict[int, int]:
+    """The contact of every filled slot, by slot id: inserted, or the one it had already."""
+    filled = [
+        (passes, [(s.slot.id, s.outcome) for s in steps if isinstance(s.outcome, Filled)])
+        for passes, steps in saved
+    ]
+    rows = await tx.fetch_each(ADD_CONTACTS, [
+        (passes.item, [slot_id for slot_id, _ in found], passes.company.name,
+         *(list(column) for column in zip(
+             *(_contact(f, passes.company) for _, f in found), strict=True)))
+        for passes, found in filled if found
+    ])  # fmt: skip
+    contacts = {r["slot_id"]: r["id"] for r in rows}
+    missing = [slot_id for _, found in filled for slot_id, _ in found if slot_id not in contacts]
+    if missing:
+        contacts.update({r["slot_id"]: r["id"] for r in await tx.fetch(SLOT_CONTACTS, missing)})
+    return contacts
 
 
 def _state(row: asyncpg.Record | None) -> SlotState | None:

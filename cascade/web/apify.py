@@ -187,7 +187,8 @@ async def _add_contacts(
         by_company.setdefault(slot["company_id"], []).append((slot, person))
     contacts: dict[int, int] = {}
     for rows in by_company.values():
-        inserted = await conn.fetch(ADD_CONTACTS, *_contact_columns(rows))
+        # No event's lineage: the contacts' events keep the request's correlation id.
+        inserted = await conn.fetch(ADD_CONTACTS, None, None, None, *_contact_columns(rows))
         contacts.update((row["slot_id"], row["id"]) for row in inserted)
     missing = [slot["id"] for slot, _ in people if slot["id"] not in contacts]
     if missing:
