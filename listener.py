@@ -38,7 +38,7 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, LiteralString
+from typing import Any, LiteralString, NoReturn
 
 import asyncpg
 import httpx
@@ -47,6 +47,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential, w
 
 from cascade.handling import (
     AlreadyOpen,
+    AlreadyOpenBatch,
     BatchDeps,
     BatchTx,
     CompletionFactory,
@@ -372,6 +373,32 @@ class HandlerRaised(Exception):
         self.duration_ms = duration_ms
 
 
+class BatchCallRaised(Exception):
+    """A locked handle_many call of many events raised: the batch must roll back and run
+    that type's events one per call, so that the failure is pinned on one event."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"a {event_type} batch call failed")
+        self.event_type = event_type
+
+
+class _Done:
+    """The locked batch's completed events, for COMPLETE_LOCKED: ids, when each handler started
+    (perf_counter) and how long it ran (ms)."""
+
+    __slots__ = ("durations", "ids", "started")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.started: list[float] = []
+        self.durations: list[float] = []
+
+    def add(self, event: Event, begin: float) -> None:
+        self.ids.append(event.id)
+        self.started.append(begin)
+        self.durations.append((time.perf_counter() - begin) * 1000)
+
+
 class BatchSavepoint:
     """The locked path's savepoint, taken lazily just before the first statement any handler
     of the batch sends, so a batch whose handlers write nothing pays no round trip for it.
@@ -624,10 +651,18 @@ class Listener:
             savepoint = BatchSavepoint(conn)
             completed = 0
             one_by_one = False
+            isolated: set[str] = set()  # types whose events run one per handle_many call
             while events:
                 try:
-                    completed = await self._run_batch(conn, events, savepoint, one_by_one)
+                    completed = await self._run_batch(
+                        conn, events, savepoint, one_by_one or isolated
+                    )
                     break
+                except BatchCallRaised as raised:
+                    # Which event of the failed call is at fault is unknown: the batch runs
+                    # again with that type's events one per call, where a failure is one's.
+                    await savepoint.roll_back()
+                    isolated.add(raised.event_type)
                 except HandlerRaised as raised:
                     # The failing event's outcome comes from the error in hand (its handler
                     # does not run twice); the events before it ran fine and run again; the
@@ -646,13 +681,19 @@ class Listener:
         return len(rows)
 
     async def _run_batch(
-        self, conn: Connection, events: list[Event], savepoint: BatchSavepoint, one_by_one: bool
+        self,
+        conn: Connection,
+        events: list[Event],
+        savepoint: BatchSavepoint,
+        isolate: bool | set[str],
     ) -> int:
         """Every handler in the claiming transaction, then one completing UPDATE. The batch
-        savepoint (see BatchSavepoint) is what a failure rolls back to."""
-        ids: list[int] = []
-        started: list[float] = []
-        durations: list[float] = []
+        savepoint (see BatchSavepoint) is what a failure rolls back to. `isolate`: True runs
+        each event in a savepoint of its own (to find one that broke the transaction); a set
+        names the batch types whose events get one handle_many call each."""
+        one_by_one = isolate is True
+        done = _Done()
+        batches: dict[str, list[tuple[int, Event, Any]]] = {}
         debug = log.isEnabledFor(logging.DEBUG)
         if one_by_one:
             await savepoint.take()  # outermost, below the per-event savepoints
@@ -662,7 +703,9 @@ class Listener:
                 raise HandlerRaised(index, admitted, 0.0)
             handler, payload = admitted
             handle = handler.handle
-            assert handle is not None  # handle_many is for external types: never locked
+            if handle is None:
+                batches.setdefault(event.event_type, []).append((index, event, payload))
+                continue
             begin = time.perf_counter()
             if debug:
                 log.debug("stage started", extra=event.fields())
@@ -675,21 +718,75 @@ class Listener:
                 else:
                     await handle(payload, deps)
             except Exception as exc:
-                if _connection_lost(conn, exc):
-                    raise  # the database went away: not the event's fault, nothing to record
-                if not one_by_one and isinstance(exc, asyncpg.InFailedSQLTransactionError):
-                    raise  # an earlier handler broke the transaction: find it one by one
-                raise HandlerRaised(index, exc, (time.perf_counter() - begin) * 1000) from exc
-            end = time.perf_counter()
-            ids.append(event.id)
-            started.append(begin)
-            durations.append((end - begin) * 1000)
+                self._raise_for(conn, exc, one_by_one, event.event_type, [index], begin)
+            done.add(event, begin)
             if debug:
-                log.debug("stage finished", extra=event.fields(duration_ms=durations[-1]))
-        if ids:
+                log.debug("stage finished", extra=event.fields(duration_ms=done.durations[-1]))
+        for event_type, members in batches.items():
+            each = one_by_one or (isinstance(isolate, set) and event_type in isolate)
+            for call in ([m] for m in members) if each else [members]:
+                await self._run_locked_call(conn, event_type, call, savepoint, one_by_one, done)
+        if done.ids:
             now = time.perf_counter()
-            await conn.execute(COMPLETE_LOCKED, ids, [now - s for s in started], durations)
-        return len(ids)
+            await conn.execute(
+                COMPLETE_LOCKED, done.ids, [now - s for s in done.started], done.durations
+            )
+        return len(done.ids)
+
+    async def _run_locked_call(
+        self,
+        conn: Connection,
+        event_type: str,
+        call: list[tuple[int, Event, Any]],
+        savepoint: BatchSavepoint,
+        one_by_one: bool,
+        done: _Done,
+    ) -> None:
+        """One handle_many call on the locked path: its items' results and completions commit
+        with the batch; an item it gives an outcome is recorded in the same transaction."""
+        assert self._pool is not None
+        assert self._http is not None
+        handler = self.registry.get(event_type)
+        assert handler is not None
+        assert handler.handle_many is not None
+        items: list[Item[Any]] = [Item(payload, event.info) for _, event, payload in call]
+        opened = functools.partial(AlreadyOpenBatch, conn, items, savepoint.take)
+        deps = BatchDeps(self._http, self._pool.acquire, self._resources, event_type, opened)
+        begin = time.perf_counter()
+        try:
+            if one_by_one:
+                async with conn.transaction():
+                    await handler.handle_many(items, deps)
+            else:
+                await handler.handle_many(items, deps)
+        except Exception as exc:
+            indexes = [index for index, _, _ in call]
+            self._raise_for(conn, exc, one_by_one, event_type, indexes, begin)
+        for (_, event, _), item in zip(call, items, strict=True):
+            if item.outcome is None:
+                done.add(event, begin)
+            else:
+                await savepoint.take()  # a later roll-back undoes this record with the rest
+                duration_ms = (time.perf_counter() - begin) * 1000
+                await self._record_outcome(conn, event, item.outcome, duration_ms)
+
+    @staticmethod
+    def _raise_for(
+        conn: Connection,
+        exc: Exception,
+        one_by_one: bool,
+        event_type: str,
+        indexes: list[int],
+        begin: float,
+    ) -> NoReturn:
+        """How a locked handler's exception leaves the batch (see _claim_and_run_locked)."""
+        if _connection_lost(conn, exc):
+            raise exc  # the database went away: not the events' fault, nothing to record
+        if not one_by_one and isinstance(exc, asyncpg.InFailedSQLTransactionError):
+            raise exc  # an earlier handler broke the transaction: find it one by one
+        if len(indexes) > 1:
+            raise BatchCallRaised(event_type) from exc
+        raise HandlerRaised(indexes[0], exc, (time.perf_counter() - begin) * 1000) from exc
 
     async def _settle_failure(self, conn: Connection, event: Event, raised: HandlerRaised) -> None:
         if isinstance(raised.error, Rejection):

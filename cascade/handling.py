@@ -7,10 +7,11 @@ done; `PermanentFailure` means dead letter without retries; `RetryLater(seconds)
 again later without spending an attempt (a provider's Retry-After); any other exception means
 retry with backoff.
 
-An external module may define `async def handle_many(items, deps)` instead of `handle`: it
-gets up to CASCADE_LEASED_BATCH_SIZE leased events of its type at once (`Item`s) and one
-completing transaction for all of them (`BatchDeps`, `BatchTx`), so one read, one provider
-fan-out and one commit serve many events. Each item's outcome is its own: left alone it is
+A module may define `async def handle_many(items, deps)` instead of `handle`: it gets many
+events of its type at once (`Item`s: the locked path's claimed batch, or up to
+CASCADE_LEASED_BATCH_SIZE leased events) and one completing transaction for all of them
+(`BatchDeps`, `BatchTx`), so one read, one provider fan-out and one round trip of writes serve
+many events. Each item's outcome is its own: left alone it is
 done when that transaction commits; `item.retry_later(...)` and `item.fail(...)` give it the
 outcome `handle` would have raised; an exception out of `handle_many` is every unfinished
 item's outcome.
@@ -293,33 +294,46 @@ class Item(Generic[P]):
 
 
 class BatchTx:
-    """A batch's completing transaction. `held` are the items whose leases the engine has
-    just confirmed under row locks (items rescued meanwhile by another listener are not
-    among them, and nothing may be written for those); they are completed when it commits.
+    """A batch's completing transaction. `held` are the items it completes when it commits:
+    on the lease path, those whose leases the engine has just confirmed under row locks (an
+    item rescued meanwhile by another listener is not among them, and nothing may be written
+    for it); on the locked path, every item still without an outcome.
 
     Writes that emit events go through `for_each`/`fetch_each`: one statement per item, all
     sent in one round trip (asyncpg pipelines executemany), each setting its own item's
     lineage in-statement, so every emitted event names the event that caused it."""
 
-    __slots__ = ("_conn", "held")
+    __slots__ = ("_before", "_conn", "held")
 
-    def __init__(self, conn: Connection, held: Sequence[Item[Any]]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        held: Sequence[Item[Any]],
+        before_first_statement: FirstStatementHook | None = None,
+    ) -> None:
         self._conn = conn
         self.held = tuple(held)
+        self._before = before_first_statement
+
+    async def _ready(self) -> Connection:
+        if self._before is not None:
+            await self._before()
+            self._before = None
+        return self._conn
 
     async def execute(self, query: LiteralString, *args: Any) -> str:
         """A statement whose writes emit no event (it carries no lineage)."""
-        return await self._conn.execute(query, *args)
+        return await (await self._ready()).execute(query, *args)
 
     async def fetch(self, query: LiteralString, *args: Any) -> list[asyncpg.Record]:
         """A read, or a write that emits no event, for the whole batch."""
-        return await self._conn.fetch(query, *args)
+        return await (await self._ready()).fetch(query, *args)
 
     async def for_each(self, query: LiteralString, rows: Iterable[tuple[Any, ...]]) -> None:
         """`query` once per row, a row being (item, $4, $5, ...)."""
         statement = _per_item(query)
         if lineage := _with_lineage(rows):
-            await self._conn.executemany(statement, lineage)
+            await (await self._ready()).executemany(statement, lineage)
 
     async def fetch_each(
         self, query: LiteralString, rows: Iterable[tuple[Any, ...]]
@@ -327,8 +341,28 @@ class BatchTx:
         """`query` once per row, as `for_each`; every statement's rows, in order."""
         statement = _per_item(query)
         if lineage := _with_lineage(rows):
-            return await self._conn.fetchmany(statement, lineage)
+            return await (await self._ready()).fetchmany(statement, lineage)
         return []
+
+
+class AlreadyOpenBatch:
+    """The locked path's completing transaction for a batch call: the claim's own."""
+
+    __slots__ = ("_before", "_conn", "_items")
+
+    def __init__(
+        self, conn: Connection, items: Sequence[Item[Any]], before: FirstStatementHook
+    ) -> None:
+        self._conn = conn
+        self._items = items
+        self._before = before
+
+    async def __aenter__(self) -> BatchTx:
+        waiting = [item for item in self._items if item.outcome is None]
+        return BatchTx(self._conn, waiting, self._before)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 def _per_item(query: LiteralString) -> LiteralString:
@@ -408,10 +442,10 @@ def _handler_from_module(module: ModuleType) -> Handler:
     if not (isinstance(payload_model, type) and issubclass(payload_model, BaseModel)):
         raise TypeError(f"handler module {name} has no pydantic Payload model")
     if handle_many is not None:
-        if handle is not None or not inspect.iscoroutinefunction(handle_many) or not external:
+        if handle is not None or not inspect.iscoroutinefunction(handle_many):
             raise TypeError(
-                f"handler module {name}: `async def handle_many(items, deps)` is for an "
-                "EXTERNAL module, instead of `handle`"
+                f"handler module {name}: `async def handle_many(items, deps)` is instead of "
+                "`handle`, not beside it"
             )
     elif not inspect.iscoroutinefunction(handle):
         raise TypeError(f"handler module {name} has no `async def handle(payload, deps)`")
