@@ -2,7 +2,8 @@
 
 `open_providers(environ)` builds each client live when its credentials are set (a non-empty
 value) and in sandbox mode otherwise (providers/sandbox.py), gives each its own
-`httpx.AsyncClient`, retry policy and concurrency bound, and closes them all on exit.
+HTTP client (a cookie-less `httpx.AsyncClient`), retry policy and concurrency bound, and
+closes them all on exit.
 
 Settings (environment, with defaults):
   PROVIDER_TIMEOUT_SECONDS        10  each HTTP request, connect to last byte
@@ -25,7 +26,7 @@ import httpx
 
 from providers import apify, millionverifier, peopledatalabs, prospeo, sandbox
 from providers.base import ContactFinder, EmailVerifier, Mode, RunStarter
-from providers.http import Channel, RetryPolicy
+from providers.http import Channel, CookielessClient, RetryPolicy
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ class _Opener:
 
     def channel(self, provider: str, transport: httpx.AsyncBaseTransport | None = None) -> Channel:
         size = self.settings.concurrency
-        client = httpx.AsyncClient(
+        client = CookielessClient(
             transport=transport,
             timeout=self.settings.timeout,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),

@@ -16,6 +16,9 @@ nonsense is an outage, not a verdict.
 
 The concurrency semaphore is held per attempt, not across backoff sleeps, so a call waiting
 out a 429 does not keep another call from a slot.
+
+Provider clients talk through a `CookielessClient`: no provider's Set-Cookie is ever kept or
+sent back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from http.cookiejar import Cookie, CookieJar
 from typing import TypeVar
 
 import httpx
@@ -64,6 +68,51 @@ class RetryPolicy:
         come back spread out, not as a second burst."""
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
         return random.uniform(0.0, ceiling)
+
+
+class _KeepNothing(CookieJar):
+    """A cookie jar that stores no cookie, however one is handed to it."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        pass
+
+
+class _NoCookies(httpx.Cookies):
+    def __init__(self) -> None:
+        super().__init__(_KeepNothing())
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        # Not even httpx's own step: it wraps the request and response for urllib first (the
+        # URL as a string, a header dict, a urllib Request), a sixth of a sandbox call's CPU,
+        # only for a jar that keeps nothing.
+        pass
+
+
+_NO_COOKIES = _NoCookies()  # stateless: its jar keeps nothing, so clients can share it
+
+
+class CookielessClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` that keeps no cookies: what every provider client talks through.
+
+    Provider APIs authenticate each call by its key. A Set-Cookie from one (a load balancer's
+    affinity, a session) would otherwise be stored and sent back on every later call, state
+    shared across calls and events. httpx has no switch for this (encode/httpx#2992); its
+    maintainers' workaround, a jar that refuses everything (#1359), still pays for httpx's
+    urllib wrapping on every response. So the client's cookies are replaced as a whole: httpx
+    reads them through this property when it builds a request and when a response arrives
+    (tests/unit/test_providers.py pins that a provider's cookie is never sent back).
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("provider clients keep no cookies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,4 +298,5 @@ class Client:
         self.cost_per_call = cost_per_call
         self._channel = channel
         self._api_key = api_key
-        self._url = url
+        # Parsed once: httpx would parse a string URL again on every request.
+        self._url = httpx.URL(url)

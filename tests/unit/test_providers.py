@@ -31,7 +31,7 @@ from providers.base import (
     RunStarter,
     StartedRun,
 )
-from providers.http import Channel, RetryPolicy, retry_after_seconds
+from providers.http import Channel, CookielessClient, RetryPolicy, retry_after_seconds
 from providers.millionverifier import MillionVerifier
 from providers.peopledatalabs import PeopleDataLabs
 from providers.prospeo import Prospeo
@@ -43,10 +43,12 @@ from providers.sandbox import (
     ApifySandbox,
     SandboxSettings,
 )
+from tests.support.fake_api import Answer, FakeApi
 from tests.support.waiting import eventually
 
 QUERY = ContactQuery(company_name="Acme", domain="acme.com", role="CEO", country="Germany")
 KEY = "idem-42"
+SESSION_COOKIE = {"Set-Cookie": "session=abc123; Path=/"}
 APIFY_TOKEN = "apify-token"  # noqa: S105 (test data)
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
@@ -82,7 +84,7 @@ async def channel(
 ) -> AsyncIterator[tuple[Channel, Sleeps]]:
     sleeps = Sleeps()
     policy = RetryPolicy(max_retries=max_retries, max_retry_wait=max_retry_wait, sleep=sleeps)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with CookielessClient(transport=httpx.MockTransport(handler)) as client:
         yield Channel("test", client, policy), sleeps
 
 
@@ -229,6 +231,17 @@ async def test_client__sends_the_idempotency_key(case: Case) -> None:
         await case.call(chan)
 
     assert server.requests[0].headers["Idempotency-Key"] == KEY
+
+
+@every_client
+async def test_client__never_sends_back_a_cookie_the_provider_set(case: Case) -> None:
+    with_cookie = httpx.Response(case.status, json=case.answer, headers=SESSION_COOKIE)
+    server = Server([with_cookie, case.ok()])
+    async with channel(server) as (chan, _):
+        await case.call(chan)
+        await case.call(chan)
+
+    assert [request.headers.get("Cookie") for request in server.requests] == [None, None]
 
 
 @every_client
@@ -600,6 +613,17 @@ async def test_open_providers__a_set_key_makes_a_live_client() -> None:
         assert providers.finders["prospeo"].mode == "sandbox"
         assert providers.verifier.mode == "live"
         assert providers.verifier.cost_per_call > 0
+
+
+async def test_open_providers__a_live_client_never_sends_back_a_cookie() -> None:
+    with FakeApi(default=Answer(200, mv_answer("ok"))) as api:
+        api.queue(Answer(200, mv_answer("ok"), SESSION_COOKIE))
+        environ = {"MILLIONVERIFIER_API_KEY": "k", "MILLIONVERIFIER_BASE_URL": api.url}
+        async with open_providers(environ) as providers:
+            for key in ("first", "second"):
+                await providers.verifier.verify("sean.thorne@acme.com", idempotency_key=key)
+
+    assert [request.headers.get("Cookie") for request in api.requests] == [None, None]
 
 
 async def test_sandbox__the_same_question_gets_the_same_answer() -> None:
