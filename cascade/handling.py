@@ -389,6 +389,7 @@ class BatchDeps(_Services):
 
     event_type: str
     _completion: BatchCompletionFactory
+    _active: BatchTx | None = field(default=None)
     completed: bool = field(default=False)
 
     @property
@@ -404,11 +405,20 @@ class BatchDeps(_Services):
 
     @contextlib.asynccontextmanager
     async def completing_transaction(self) -> AsyncIterator[BatchTx]:
-        """The one transaction in which the items' results and their completion commit."""
+        """The one transaction in which the items' results and their completion commit.
+        Re-entrant, as Deps': inside it, asking again yields the same transaction (a second
+        one would wait for the first's row locks for ever)."""
+        if self._active is not None:
+            yield self._active
+            return
         if self.completed:
             raise RuntimeError("a batch has one completing transaction")
         async with self._completion() as tx:
-            yield tx
+            self._active = tx
+            try:
+                yield tx
+            finally:
+                self._active = None
         self.completed = True
 
 
