@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import hashlib
 import itertools
 import json
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
+import pydantic_core
 
 from providers.base import Role
 from providers.roles import title_matches
@@ -123,8 +125,11 @@ class Person:
         return f"linkedin.com/in/{self.first_name}-{self.last_name}-{suffix}".lower()
 
 
+@functools.lru_cache(maxsize=16_384)
 def holder(domain: str, role: Role) -> Person:
-    """Who holds `role` at `domain` in the sandbox's world, whichever provider asks."""
+    """Who holds `role` at `domain` in the sandbox's world, whichever provider asks. Cached:
+    the providers ask about the same people (a stand-in for a remote server should cost this
+    process as little as it can, so that benchmarks measure Cascade, not the sandbox)."""
     domain = domain.lower()
     return Person(
         first_name=pick(FIRST_NAMES, domain, role, "first"),
@@ -174,15 +179,27 @@ class PeopleDataLabsSandbox(SandboxTransport):
             return _not_found(request)
         domain, role, country = read_person_query(json.loads(request.content)["query"])
         if domain is None or role is None or not found("pdl", domain, role, self.FIND_RATE):
-            return httpx.Response(404, json=_PDL_NOT_FOUND)
-        record = pdl_record(holder(domain, role), role, country)
-        return httpx.Response(200, json={"status": 200, "data": [record], "total": 1})
+            return _json(404, _PDL_NOT_FOUND_BODY)
+        return _json(200, _pdl_body(domain.lower(), role, country))
 
 
-_PDL_NOT_FOUND = {
-    "status": 404,
-    "error": {"type": "not_found", "message": "No records were found matching your request"},
-}
+_PDL_NOT_FOUND_BODY = pydantic_core.to_json(
+    {
+        "status": 404,
+        "error": {"type": "not_found", "message": "No records were found matching your request"},
+    }
+)
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _json(status: int, body: bytes) -> httpx.Response:
+    return httpx.Response(status, content=body, headers=_JSON_HEADERS)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _pdl_body(domain: str, role: Role, country: str | None) -> bytes:
+    record = pdl_record(holder(domain, role), role, country)
+    return pydantic_core.to_json({"status": 200, "data": [record], "total": 1})
 
 
 def read_person_query(query: Any) -> tuple[str | None, Role | None, str | None]:
@@ -244,17 +261,22 @@ class ProspeoSandbox(SandboxTransport):
     async def answer(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST" or request.url.path != "/domain-search":
             return _not_found(request)
-        domain = str(json.loads(request.content)["company"]).lower()
-        people = [
-            prospeo_entry(holder(domain, role), role)
-            for role in ROLES
-            if found("prospeo", domain, role, self.FIND_RATE)
-        ]
-        if not people:
-            return httpx.Response(400, json={"error": True, "message": "NO_RESULT"})
-        generic = {"email": f"info@{domain}", "email_type": "generic", "position": None}
-        response = {"meta": {"total_emails": len(people) + 1}, "email_list": [*people, generic]}
-        return httpx.Response(200, json={"error": False, "response": response})
+        return _json(*_prospeo_answer(str(json.loads(request.content)["company"]).lower()))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _prospeo_answer(domain: str) -> tuple[int, bytes]:
+    """A domain's answer is the same whichever role the caller is after: cached."""
+    people = [
+        prospeo_entry(holder(domain, role), role)
+        for role in ROLES
+        if found("prospeo", domain, role, ProspeoSandbox.FIND_RATE)
+    ]
+    if not people:
+        return 400, pydantic_core.to_json({"error": True, "message": "NO_RESULT"})
+    generic = {"email": f"info@{domain}", "email_type": "generic", "position": None}
+    response = {"meta": {"total_emails": len(people) + 1}, "email_list": [*people, generic]}
+    return 200, pydantic_core.to_json({"error": False, "response": response})
 
 
 def prospeo_entry(person: Person, role: Role) -> dict[str, Any]:
@@ -290,7 +312,7 @@ class MillionVerifierSandbox(SandboxTransport):
     async def answer(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET" or request.url.path != "/api/v3/":
             return _not_found(request)
-        return httpx.Response(200, json=verdict(request.url.params.get("email", "")))
+        return _json(200, pydantic_core.to_json(verdict(request.url.params.get("email", ""))))
 
 
 def verdict(email: str) -> dict[str, Any]:
