@@ -55,7 +55,10 @@ from samples.make_companies import write_csv
 
 ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out" / "phase1"
-POLL = 0.05  # seconds between looks at the database while the pipeline runs
+# Seconds between looks at the database while the pipeline runs. The timings reported come from
+# the server's own timestamps; this only sets the "to quiescent" resolution, and looking more
+# often cost the server CPU the pipeline was being measured on.
+POLL = 0.25
 RSS_SAMPLE = 0.05  # seconds between RSS samples of each listener
 TIMEOUT = 900.0  # seconds: a run that has not gone quiescent by then is reported as such
 SEED = 7
@@ -73,9 +76,11 @@ BASE_ENV = {
 }
 
 SERVER_NOW: LiteralString = "SELECT clock_timestamp()"
+# Each NOT EXISTS matches a partial index's predicate exactly, so none scans the table.
 QUIESCENT: LiteralString = """
     SELECT NOT EXISTS (SELECT 1 FROM marketing.pipeline_events
-                        WHERE status IN ('pending', 'failed', 'processing'))
+                        WHERE status IN ('pending', 'failed'))
+       AND NOT EXISTS (SELECT 1 FROM marketing.pipeline_events WHERE status = 'processing')
        AND NOT EXISTS (SELECT 1 FROM marketing.company_slots
                         WHERE status IN ('open', 'awaiting_provider'))
        AND EXISTS (SELECT 1 FROM intake.company_raw_intake)
@@ -164,6 +169,10 @@ class Result:
     listener_cpu_seconds: list[float] = field(default_factory=list)
     machine_cpu_busy: float = 0.0  # share of all cores busy during the run (all processes)
     busy_before: float = 0.0  # share of all cores busy in the quiet check before the run
+    # Seconds of CPU a fixed pure-Python loop took just before and just after the run: this
+    # machine's cores run at different speeds from one minute to the next (a shared host), so
+    # runs are comparable only beside this.
+    speed_probe: tuple[float, float] = (0.0, 0.0)
     # CPU seconds during the run: the listeners, their server processes (and the importer's),
     # the bench process, and everything else on the machine (other work sharing it).
     cpu_breakdown: dict[str, float] = field(default_factory=dict)
@@ -183,6 +192,7 @@ def run_one(server: str, config: Config, csv_path: Path) -> Result:
         asyncio.run(_all_asleep(url, config.listeners))
         result.listener_startup = time.perf_counter() - began
         result.busy_before = _wait_for_quiet()
+        probe_before = speed_probe()
         samplers = [_RssSampler(p.pid) for p in procs]
         with psycopg.connect(url, autocommit=True) as conn, _machine_cpu() as busy:
             xacts_before = _scalar(conn, XACTS)
@@ -205,7 +215,18 @@ def run_one(server: str, config: Config, csv_path: Path) -> Result:
         result.vm_hwm_mib = [_proc_status_mib(p.pid, "VmHWM") for p in procs]
         result.listener_cpu_seconds = [_cpu_seconds(p.pid) for p in procs]
         _collect(url, server_start, result)
+    result.speed_probe = (probe_before, speed_probe())
     return result
+
+
+def speed_probe() -> float:
+    """CPU seconds for ten million additions in pure Python: ~0.87 s when this machine's cores
+    run at full speed (seen 0.87 to 1.7 s on the same machine within minutes)."""
+    begin = time.process_time()
+    total = 0
+    for number in range(10_000_000):
+        total += number
+    return time.process_time() - begin
 
 
 @contextlib.contextmanager
@@ -499,6 +520,14 @@ def summarise(results: Sequence[Result]) -> str:
             cells.append(f"{events:,} in {first or 0:.1f}-{(first or 0) + window:.1f} s: "
                          f"{rate:,.0f}/s")  # fmt: skip
         lines.append(f"| {r.config.label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Speed probe (bench.phase1.speed_probe, CPU s; lower is faster), before / after:",
+        "",
+    ]
+    lines += [
+        f"- {r.config.label}: {r.speed_probe[0]:.2f} / {r.speed_probe[1]:.2f}" for r in results
+    ]
     lines += ["", "CPU seconds during the run (machine busy before the run in brackets):", ""]
     kinds = list(results[0].cpu_breakdown) if results else []
     lines.append("| run | " + " | ".join(kinds) + " |")

@@ -125,7 +125,7 @@ class Person:
         return f"linkedin.com/in/{self.first_name}-{self.last_name}-{suffix}".lower()
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def holder(domain: str, role: Role) -> Person:
     """Who holds `role` at `domain` in the sandbox's world, whichever provider asks. Cached:
     the providers ask about the same people (a stand-in for a remote server should cost this
@@ -180,7 +180,8 @@ class PeopleDataLabsSandbox(SandboxTransport):
         domain, role, country = read_person_query(json.loads(request.content)["query"])
         if domain is None or role is None or not found("pdl", domain, role, self.FIND_RATE):
             return _json(404, _PDL_NOT_FOUND_BODY)
-        return _json(200, _pdl_body(domain.lower(), role, country))
+        record = pdl_record(holder(domain.lower(), role), role, country)
+        return _json(200, pydantic_core.to_json({"status": 200, "data": [record], "total": 1}))
 
 
 _PDL_NOT_FOUND_BODY = pydantic_core.to_json(
@@ -194,12 +195,6 @@ _JSON_HEADERS = {"content-type": "application/json"}
 
 def _json(status: int, body: bytes) -> httpx.Response:
     return httpx.Response(status, content=body, headers=_JSON_HEADERS)
-
-
-@functools.lru_cache(maxsize=16_384)
-def _pdl_body(domain: str, role: Role, country: str | None) -> bytes:
-    record = pdl_record(holder(domain, role), role, country)
-    return pydantic_core.to_json({"status": 200, "data": [record], "total": 1})
 
 
 def read_person_query(query: Any) -> tuple[str | None, Role | None, str | None]:
@@ -264,7 +259,7 @@ class ProspeoSandbox(SandboxTransport):
         return _json(*_prospeo_answer(str(json.loads(request.content)["company"]).lower()))
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def _prospeo_answer(domain: str) -> tuple[int, bytes]:
     """A domain's answer is the same whichever role the caller is after: cached."""
     people = [
