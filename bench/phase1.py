@@ -443,26 +443,29 @@ def bound_configs(rows: int, latency_ms: float, concurrency: Sequence[int]) -> l
     return configs
 
 
-def predicted_bounds(config: Config, roles: int = 3) -> dict[str, float]:
+def predicted_bounds(config: Config, roles: int = 3, batch: int = 25) -> dict[str, float]:
     """What the configuration allows, in slots/s, with latency t = latency_ms / 1000:
 
     * provider bound: every slot costs one call to each of the two synchronous providers
       (the parallel phase asks both at once; nothing is left for a fallback phase), and each
       provider has PROVIDER_CONCURRENCY calls in flight per process, so
       slots/s <= listeners * PROVIDER_CONCURRENCY / (1 call per slot per provider * t).
-      Verification is one MillionVerifier call per contact under the same bound, at most one
-      contact per slot, so it never binds tighter.
-    * lease bound: a slots_created event (one per company) holds a lease for about t while
-      its `roles` slots are asked at once, and each contact_enriched holds one for about t:
-      leases/s = listeners * CASCADE_MAX_LEASED / t, spent on (1/roles + contacts per slot)
-      events per slot, so slots/s <= listeners * MAX_LEASED / (t * (1/roles + fill rate)).
+      Verification is one MillionVerifier call per contact, at most one contact per slot,
+      under its own provider's bound, and runs beside enrichment (a batch call holds one
+      lease for up to CASCADE_LEASED_BATCH_SIZE events, so enrichment no longer takes every
+      lease): it never binds tighter.
+    * lease bound: a handler call holds one lease for about t while its events (up to
+      `batch`, CASCADE_LEASED_BATCH_SIZE) are asked at once; a slot costs 1/roles of a
+      slots_created event plus one contact_enriched per contact found, so
+      slots/s <= listeners * CASCADE_MAX_LEASED * batch / (t * (1/roles + fill rate)).
     """
     t = config.latency_ms / 1000
     if t <= 0:
         return {}
+    leased_events = config.listeners * config.max_leased * batch
     return {
         "provider": config.listeners * config.provider_concurrency / t,
-        "lease_per_fill_rate_1": config.listeners * config.max_leased / (t * (1 / roles + 1)),
+        "lease_per_fill_rate_1": leased_events / (t * (1 / roles + 1)),
     }
 
 
