@@ -12,10 +12,16 @@ Confidence is Prospeo's verification status of the address: VALID 0.9, CATCH_ALL
 An address Prospeo calls INVALID is dropped: there is no one to write to.
 
 Cost: `cost_per_call` for an answer with results; Prospeo charges nothing for NO_RESULT.
+
+A domain search answers for every role at once, and the waterfall asks about a company's
+slots at the same time: concurrent searches for one domain share a single request (the first
+caller's, with its idempotency key), so a company costs one search, not one per slot. The
+callers that joined it get the answer, or its failure, at no cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import httpx
@@ -93,25 +99,45 @@ class Prospeo(Client):
         super().__init__(NAME, channel, api_key=api_key, url=url, cost_per_call=cost_per_call,
                          mode=mode)  # fmt: skip
         self._limit = limit
+        self._searching: dict[str, asyncio.Task[tuple[list[_Entry], float]]] = {}
 
     async def find(self, query: ContactQuery, *, idempotency_key: str) -> Lookup:
+        domain = query.domain.lower()
+        search = self._searching.get(domain)
+        joined = search is not None
+        if search is None:
+            search = asyncio.ensure_future(self._search(domain, idempotency_key))
+            self._searching[domain] = search
+            search.add_done_callback(self._searched)
+        # Shielded: a caller that is cancelled leaves the search to the others.
+        entries, latency_ms = await asyncio.shield(search)
+        found = (candidate(entry, query) for entry in entries)
+        ranked = sorted((c for c in found if c is not None), key=lambda c: -c.confidence)
+        cost = self.cost_per_call if entries and not joined else Decimal(0)
+        return Lookup(self.name, self.mode, tuple(ranked), cost, latency_ms)
+
+    def _searched(self, search: asyncio.Task[tuple[list[_Entry], float]]) -> None:
+        for domain, running in list(self._searching.items()):
+            if running is search:
+                del self._searching[domain]
+        if not search.cancelled():
+            search.exception()  # its callers were told; nobody left waiting must not warn
+
+    async def _search(self, domain: str, idempotency_key: str) -> tuple[list[_Entry], float]:
+        """The people Prospeo lists at the domain (none for NO_RESULT), and the latency."""
         request = self._channel.client.build_request(
             "POST",
             self._url,
             headers={"X-KEY": self._api_key, "Idempotency-Key": idempotency_key},
-            json={"company": query.domain.lower(), "limit": self._limit},
+            json={"company": domain, "limit": self._limit},
         )
         exchange = await self._channel.send(request, passthrough=ERROR_STATUSES)
         answer = self._answer(exchange.response)
         if answer.error:
             if answer.message == NO_RESULT:
-                return Lookup(self.name, self.mode, (), Decimal(0), exchange.latency_ms)
+                return [], exchange.latency_ms
             raise self._fault(exchange.response, answer.message)
-        entries = answer.response.email_list if answer.response else []
-        found = (candidate(entry, query) for entry in entries)
-        ranked = sorted((c for c in found if c is not None), key=lambda c: -c.confidence)
-        cost = self.cost_per_call if entries else Decimal(0)
-        return Lookup(self.name, self.mode, tuple(ranked), cost, exchange.latency_ms)
+        return (answer.response.email_list if answer.response else []), exchange.latency_ms
 
     def _answer(self, response: httpx.Response) -> _Answer:
         if response.status_code in ERROR_STATUSES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -502,6 +503,40 @@ async def test_prospeo__insufficient_credits_is_a_fault() -> None:
     async with channel(server) as (chan, _):
         with pytest.raises(ProviderFault, match="INSUFFICIENT_CREDITS"):
             await Prospeo(chan, api_key="k").find(QUERY, idempotency_key=KEY)
+
+
+async def test_prospeo__a_companys_slots_asked_at_once_share_one_search() -> None:
+    server = Server([httpx.Response(200, json=PROSPEO_ANSWER)])
+    async with channel(server) as (chan, _):
+        prospeo = Prospeo(chan, api_key="k", cost_per_call=Decimal("0.04"))
+        lookups = await asyncio.gather(
+            *(
+                prospeo.find(dataclasses.replace(QUERY, role=role), idempotency_key=f"k-{role}")
+                for role in ("CEO", "HR", "CEO")
+            )
+        )
+
+    assert len(server.requests) == 1
+    assert server.requests[0].headers["Idempotency-Key"] == "k-CEO"  # the first caller's
+    assert [lookup.cost for lookup in lookups] == [Decimal("0.04"), Decimal(0), Decimal(0)]
+    assert [c.full_name for c in lookups[0].candidates] == ["Jo Park", "Maria Rossi"]
+    assert lookups[2].candidates == lookups[0].candidates
+
+
+async def test_prospeo__callers_that_joined_a_failed_search_fail_with_it() -> None:
+    body = {"error": True, "message": "INSUFFICIENT_CREDITS"}
+    server = Server([httpx.Response(400, json=body)])
+    async with channel(server) as (chan, _):
+        prospeo = Prospeo(chan, api_key="k")
+        outcomes = await asyncio.gather(
+            *(prospeo.find(QUERY, idempotency_key=KEY) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, ProviderFault) for outcome in outcomes)
+        # Once it is over, the next question asks again.
+        with pytest.raises(ProviderFault):
+            await prospeo.find(QUERY, idempotency_key=KEY)
+
+    assert len(server.requests) == 2
 
 
 # --- Apify ----------------------------------------------------------------------------------------
