@@ -159,21 +159,44 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_buried integer;
 BEGIN
-    WITH live AS (
+    WITH RECURSIVE live AS (
         SELECT l.event_types FROM marketing.listeners AS l
          WHERE l.heartbeat_at > now() - make_interval(secs => p_live_seconds)
     ), handled AS (
         SELECT DISTINCT unnest(live.event_types) AS event_type FROM live
-    ), unhandled AS (
-        SELECT e.id
-          FROM marketing.pipeline_events AS e
-         WHERE e.status IN ('pending', 'failed')
-           AND e.run_after <= now()
-           AND e.created_at <= now() - make_interval(secs => p_grace_seconds)
+    ), waiting_types AS (
+        -- The types that have waiting events, one index probe each (a loose scan of
+        -- pipeline_events_claimable_idx): this runs every few seconds on every listener, and
+        -- walking every waiting event to find the few of a type nobody handles grew with
+        -- the backlog.
+        (SELECT e.event_type FROM marketing.pipeline_events AS e
+          WHERE e.status IN ('pending', 'failed') ORDER BY e.event_type LIMIT 1)
+        UNION ALL
+        SELECT (SELECT e.event_type FROM marketing.pipeline_events AS e
+                 WHERE e.status IN ('pending', 'failed') AND e.event_type > w.event_type
+                 ORDER BY e.event_type LIMIT 1)
+          FROM waiting_types AS w
+         WHERE w.event_type IS NOT NULL
+    ), unhandled_types AS (
+        SELECT w.event_type
+          FROM waiting_types AS w
+         WHERE w.event_type IS NOT NULL
            AND EXISTS (SELECT 1 FROM live)
-           AND e.event_type NOT IN (SELECT h.event_type FROM handled AS h)
+           AND w.event_type NOT IN (SELECT h.event_type FROM handled AS h)
+    ), unhandled AS (
+        SELECT due.id
+          FROM unhandled_types AS w
+         CROSS JOIN LATERAL (
+               SELECT e.id
+                 FROM marketing.pipeline_events AS e
+                WHERE e.event_type = w.event_type
+                  AND e.status IN ('pending', 'failed')
+                  AND e.run_after <= now()
+                  AND e.created_at <= now() - make_interval(secs => p_grace_seconds)
+                ORDER BY e.run_after, e.id
+                LIMIT 1000
+                  FOR UPDATE OF e SKIP LOCKED) AS due
          LIMIT 1000
-           FOR UPDATE OF e SKIP LOCKED
     ), buried AS (
         UPDATE marketing.pipeline_events AS e
            SET status = 'dead', outcome = 'dead', attempts = e.attempts + 1,
