@@ -816,17 +816,32 @@ class Listener:
         room -= claimed
         batched = [t for t in self._leased_types if t in self._batch_types]
         if batched and room > 0:
-            size = self.settings.leased_batch_size
             by_type: dict[str, list[Event]] = {}
-            for row in await self._claim_leases(batched, room * size):
+            for row in await self._claim_leases(batched, room * self.settings.leased_batch_size):
                 event = Event(row, leased_by=self.listener_id)
                 by_type.setdefault(event.event_type, []).append(event)
                 claimed += 1
-            for events in by_type.values():
-                for start in range(0, len(events), size):
-                    chunk = events[start : start + size]
-                    self._start_leased(chunk, self._run_leased_batch(chunk))
+            await self._start_batches(list(by_type.values()), room)
         return claimed
+
+    async def _start_batches(self, groups: list[list[Event]], room: int) -> None:
+        """One call per leased_batch_size events of a type, but never more calls than `room`:
+        a type that would overflow it gets fewer, fuller calls, and a type left without any
+        (more types than room) goes back to the queue at once, its attempt given back."""
+        size = self.settings.leased_batch_size
+        for index, events in enumerate(groups):
+            types_after = len(groups) - index - 1
+            calls = min(-(-len(events) // size), max(1, room - types_after))
+            if room <= 0:
+                assert self._pool is not None
+                held = [event.id for event in events]
+                await self._pool.execute(RELEASE_LEASES, self.listener_id, held)
+                continue
+            per_call = -(-len(events) // calls)
+            for start in range(0, len(events), per_call):
+                chunk = events[start : start + per_call]
+                self._start_leased(chunk, self._run_leased_batch(chunk))
+            room -= calls
 
     async def _claim_leases(self, event_types: list[str], limit: int) -> list[asyncpg.Record]:
         assert self._pool is not None
