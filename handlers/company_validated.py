@@ -33,7 +33,8 @@ class Payload(BaseModel, frozen=True):
 
 async def handle_many(items: Sequence[Item[Payload]], deps: BatchDeps) -> None:
     async with deps.completing_transaction() as tx:  # the IDs and "events done" commit together
-        rows = await tx.fetch_each(PROMOTE, [(item, item.payload.id) for item in tx.held])
+        in_id_order = sorted(tx.held, key=lambda item: item.payload.id)  # no lock-order deadlock
+        rows = await tx.fetch_each(PROMOTE, [(item, item.payload.id) for item in in_id_order])
         promoted = {row["id"] for row in rows}
         others = [item for item in tx.held if item.payload.id not in promoted]
         if not others:

@@ -155,7 +155,10 @@ async def handle_many(items: Sequence[Item[Payload]], deps: BatchDeps) -> None:
             (c.item, c.item.payload.id, c.email, answer.result, verdict.verdict, verdict.reason,
              round(answer.score, 3), answer.quality, answer.subresult, answer.provider,
              answer.mode, CONTACT_STATUS[verdict.verdict])
-            for c, answer, verdict in verdicts if id(c.item) in held
+            # In contact id order: two batches (or a validator webhook) that lock the same
+            # contacts in different orders would deadlock.
+            for c, answer, verdict in sorted(verdicts, key=lambda v: v[0].item.payload.id)
+            if id(c.item) in held
         ])  # fmt: skip
 
 

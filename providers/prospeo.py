@@ -100,6 +100,7 @@ class Prospeo(Client):
                          mode=mode)  # fmt: skip
         self._limit = limit
         self._searching: dict[str, asyncio.Task[tuple[list[_Entry], float]]] = {}
+        self._waiting: dict[asyncio.Task[tuple[list[_Entry], float]], int] = {}  # callers
 
     async def find(self, query: ContactQuery, *, idempotency_key: str) -> Lookup:
         domain = query.domain.lower()
@@ -108,15 +109,28 @@ class Prospeo(Client):
         if search is None:
             search = asyncio.ensure_future(self._search(domain, idempotency_key))
             self._searching[domain] = search
+            self._waiting[search] = 0
             search.add_done_callback(self._searched)
-        # Shielded: a caller that is cancelled leaves the search to the others.
-        entries, latency_ms = await asyncio.shield(search)
+        self._waiting[search] += 1
+        try:
+            # Shielded: a caller that is cancelled leaves the search to the others...
+            entries, latency_ms = await asyncio.shield(search)
+        except asyncio.CancelledError:
+            # ...and the last one to go takes it down: no paid request outlives its callers
+            # (a listener stopping hands their events to another, which asks again).
+            if self._waiting.get(search) == 1:
+                search.cancel()
+            raise
+        finally:
+            if search in self._waiting:
+                self._waiting[search] -= 1
         found = (candidate(entry, query) for entry in entries)
         ranked = sorted((c for c in found if c is not None), key=lambda c: -c.confidence)
         cost = self.cost_per_call if entries and not joined else Decimal(0)
         return Lookup(self.name, self.mode, tuple(ranked), cost, latency_ms)
 
     def _searched(self, search: asyncio.Task[tuple[list[_Entry], float]]) -> None:
+        self._waiting.pop(search, None)
         for domain, running in list(self._searching.items()):
             if running is search:
                 del self._searching[domain]

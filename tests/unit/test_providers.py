@@ -539,6 +539,40 @@ async def test_prospeo__callers_that_joined_a_failed_search_fail_with_it() -> No
     assert len(server.requests) == 2
 
 
+async def test_prospeo__a_search_whose_callers_all_left_is_cancelled_not_left_running() -> None:
+    answered = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        try:
+            await answered.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return httpx.Response(200, json=PROSPEO_ANSWER)
+
+    async with channel(slow) as (chan, _):
+        prospeo = Prospeo(chan, api_key="k")
+        first = asyncio.create_task(prospeo.find(QUERY, idempotency_key="k-1"))
+        second = asyncio.create_task(prospeo.find(QUERY, idempotency_key="k-2"))
+        await eventually(lambda: asyncio.sleep(0, bool(prospeo._searching)))
+        first.cancel()  # one caller leaves: the other still waits for the answer
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert not cancelled.is_set()
+        answered.set()
+        lookup = await second
+        assert [c.full_name for c in lookup.candidates] == ["Jo Park", "Maria Rossi"]
+
+        answered.clear()
+        alone = asyncio.create_task(prospeo.find(QUERY, idempotency_key="k-3"))
+        await eventually(lambda: asyncio.sleep(0, bool(prospeo._searching)))
+        alone.cancel()  # the last caller leaves: the request goes with it
+        with pytest.raises(asyncio.CancelledError):
+            await alone
+        await eventually(lambda: asyncio.sleep(0, cancelled.is_set()))
+
+
 # --- Apify ----------------------------------------------------------------------------------------
 
 
