@@ -477,6 +477,7 @@ class Listener:
         self._leased: dict[LeaseKey, tuple[Event, asyncio.Task[None]]] = {}
         self._leased_tasks: set[asyncio.Task[None]] = set()  # each takes one of max_leased
         self._batch_types = {h.event_type for h in registry if h.handle_many is not None}
+        self._batch_turn = 0  # which batch type claims first when calls are short
         self._busy_loops = 0
         self._crash: BaseException | None = None
 
@@ -815,28 +816,29 @@ class Listener:
                 claimed += 1
         room -= claimed
         batched = [t for t in self._leased_types if t in self._batch_types]
+        if len(batched) > room > 0:
+            # Fewer free calls than batch types: claim only as many types as there are calls,
+            # taking turns, so that no type waits behind another for ever.
+            turn = self._batch_turn % len(batched)
+            self._batch_turn += 1
+            batched = (batched[turn:] + batched[:turn])[:room]
         if batched and room > 0:
             by_type: dict[str, list[Event]] = {}
             for row in await self._claim_leases(batched, room * self.settings.leased_batch_size):
                 event = Event(row, leased_by=self.listener_id)
                 by_type.setdefault(event.event_type, []).append(event)
                 claimed += 1
-            await self._start_batches(list(by_type.values()), room)
+            self._start_batches(list(by_type.values()), room)
         return claimed
 
-    async def _start_batches(self, groups: list[list[Event]], room: int) -> None:
-        """One call per leased_batch_size events of a type, but never more calls than `room`:
-        a type that would overflow it gets fewer, fuller calls, and a type left without any
-        (more types than room) goes back to the queue at once, its attempt given back."""
+    def _start_batches(self, groups: list[list[Event]], room: int) -> None:
+        """One call per leased_batch_size events of a type, but never more calls than `room`
+        (there are at most `room` types): a type that would overflow it gets fewer, fuller
+        calls."""
         size = self.settings.leased_batch_size
         for index, events in enumerate(groups):
             types_after = len(groups) - index - 1
             calls = min(-(-len(events) // size), max(1, room - types_after))
-            if room <= 0:
-                assert self._pool is not None
-                held = [event.id for event in events]
-                await self._pool.execute(RELEASE_LEASES, self.listener_id, held)
-                continue
             per_call = -(-len(events) // calls)
             for start in range(0, len(events), per_call):
                 chunk = events[start : start + per_call]

@@ -26,9 +26,10 @@ REGISTER_SECOND: LiteralString = """
     VALUES ('99.00.01.03.00000.103', 'TEST-001', 'test', 'second leased batch type',
             '99-test', 'test_batch_leased_b')
 """
-SECOND_EVENT_WAITS: LiteralString = """
-    SELECT status = 'pending' AND attempts = 0 FROM marketing.pipeline_events
-     WHERE event_type = 'test_batch_leased_b'
+THE_OTHER_EVENT_WAITS: LiteralString = """
+    SELECT bool_and(status = 'pending' AND attempts = 0) FROM marketing.pipeline_events
+     WHERE event_type IN ('test_batch_leased', 'test_batch_leased_b')
+       AND status <> 'processing'
 """
 INSERT_EVENT: LiteralString = """
     INSERT INTO marketing.pipeline_events (event_type, payload)
@@ -62,9 +63,9 @@ async def test_claim_and_run_leased__never_runs_more_batch_calls_than_max_leased
     await db.execute(INSERT_EVENT, SECOND_TYPE)
     async with running(database_url, registry, max_leased=1):
         await eventually(lambda: asyncio.sleep(0, bool(in_flight)))
-        # The claim took both types' events; the type without a free call went back at once,
-        # its attempt given back, and waits while the first call holds the only slot.
-        await eventually(lambda: db.fetchval(SECOND_EVENT_WAITS))
+        # One free call, two types: one type is claimed; the other waits, unclaimed, while
+        # the first call holds the only slot.
+        await eventually(lambda: db.fetchval(THE_OTHER_EVENT_WAITS))
         seen = most
         release.set()
     assert seen == 1, f"{seen} batch calls ran at once with max_leased=1"
