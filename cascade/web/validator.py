@@ -62,8 +62,13 @@ SET_CONTACT_STATUS: LiteralString = """
 """
 # The contact row is locked first, as the API check's SAVE_VERDICT does: the first verdict
 # for an address stands and the other finds it.
-LOCK_CONTACT: LiteralString = """
-    SELECT id FROM marketing.contact_enrichment WHERE id = $1 FOR UPDATE
+# Every contact the delivery names, locked up front in id order: the verification batches lock
+# contacts in id order too, so a bulk delivery racing one cannot deadlock with it.
+LOCK_CONTACTS: LiteralString = """
+    SELECT id FROM marketing.contact_enrichment
+     WHERE id = ANY ($1::bigint[])
+     ORDER BY id
+       FOR UPDATE
 """
 
 
@@ -107,8 +112,8 @@ async def apply(
     conn: Connection, delivery: ValidatorDelivery, settings: EnrichmentSettings
 ) -> Summary:
     summary = Summary()
+    await conn.execute(LOCK_CONTACTS, [result.person_id for result in delivery.payload.results])
     for result in delivery.payload.results:
-        await conn.execute(LOCK_CONTACT, result.person_id)
         contact = await conn.fetchrow(READ_CONTACTS, [result.person_id])
         reason = _stale(contact, result)
         if reason is None:
