@@ -8,7 +8,8 @@ environment (the benchmark sets the webhook secrets). `ceiling` serves a plain S
 with one route that reads the body and answers 202 with a small JSON body: what this machine,
 this Python and these uvicorn settings can do with no work at all. Both run under uvicorn
 with the same settings: one worker, the given event loop and HTTP implementation, no access
-log, no log config (warnings still reach stderr).
+log, no log config (warnings still reach stderr), and the garbage collector tuned as
+`cascade web` tunes it (cascade.cli.tune_gc).
 
 A `--variant` changes the real app in this process only, to measure what a proposed change
 would buy before anyone makes it (none of them is in the app):
@@ -38,6 +39,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from cascade.cli import tune_gc
 
 HOST = "127.0.0.1"
 CEILING_PATH = "/{path:path}"  # any path, so the load needs no per-target change
@@ -183,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for variant in args.variant:
         VARIANTS[variant]()
     app = real_app() if args.app == "real" else ceiling_app()
+    tune_gc()  # as `cascade web` does, for both servers
     uvicorn.run(
         app,
         host=HOST,
