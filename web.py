@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, LiteralString, TypeVar
+from typing import Any, Generic, LiteralString, TypeVar
 
 import asyncpg
 import pydantic
@@ -47,6 +48,7 @@ from cascade.web import (
 from cascade.web import delivery as delivery_reports
 from cascade.web.auth import Access, Endpoint
 from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, receive
+from cascade.web.group_commit import GroupCommit
 from cascade.web.http import (
     ApiError,
     CorrelationId,
@@ -115,9 +117,19 @@ async def ready(request: Request) -> JSONResponse:
 
 # A webhook's body (seed 000's, which names its event in `event`, or in `event_field`), and
 # what the webhook does with it inside the transaction that claimed the delivery; the summary
-# answers the sender.
+# answers the sender (None: a duplicate).
 B = TypeVar("B", bound=BaseModel)
 Apply = Callable[[Connection, B, Config], Awaitable[dict[str, Any]]]
+Summary = dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Grouped(Generic[B]):
+    """The deliveries of a provider that go through a group commit (cascade/web/group_commit.py):
+    those `takes` accepts, claimed and applied many at once by `write_many`."""
+
+    takes: Callable[[B], bool]
+    write_many: Callable[[Connection, Sequence[Delivery[B]]], Awaitable[list[Summary]]]
 
 
 def webhook(
@@ -127,19 +139,36 @@ def webhook(
     *,
     event_field: str = "event",
     composite_key: CompositeKey[B] | None = None,
+    grouped: Grouped[B] | None = None,
 ) -> Endpoint:
     """A provider's webhook: verify and parse (`receive`), then one transaction that claims
     the delivery (a duplicate answers 200 and changes nothing) and applies it; 202.
-    `composite_key` keys a delivery that carries no id header (deliveries.py)."""
+    `composite_key` keys a delivery that carries no id header (deliveries.py). With
+    `grouped`, the deliveries it takes share a transaction with others (group commit) and are
+    answered when it has committed."""
+
+    async def write_alone(pool: asyncpg.Pool, config: Config, delivery: Delivery[B]) -> Summary:
+        async with pool.acquire() as conn, conn.transaction():
+            event = str(delivery.body.model_dump(include={event_field})[event_field])
+            if not await claim(conn, delivery, event):
+                return None
+            return await apply(conn, delivery.body, config)
 
     async def endpoint(request: Request) -> Response:
         config = _config(request)
         delivery = await receive(request, config.sources[provider], model, composite_key)
-        async with _pool(request).acquire() as conn, conn.transaction():
-            event = str(delivery.body.model_dump(include={event_field})[event_field])
-            if not await claim(conn, delivery, event):
-                return _duplicate(delivery)
-            summary = await apply(conn, delivery.body, config)
+        pool = _pool(request)
+        if grouped is not None and grouped.takes(delivery.body):
+            commits: dict[str, GroupCommit[Delivery[B], Summary]] = request.app.state.group_commits
+            group = commits.get(provider)
+            if group is None:
+                write_one = functools.partial(write_alone, pool, config)
+                group = commits[provider] = GroupCommit(pool, grouped.write_many, write_one)
+            summary = await group.submit(delivery)
+        else:
+            summary = await write_alone(pool, config, delivery)
+        if summary is None:
+            return _duplicate(delivery)
         return _accepted(delivery, summary)
 
     return endpoint
@@ -280,11 +309,14 @@ def create_app(
         app.state.pool = await asyncpg.create_pool(
             url, min_size=1, max_size=10, reset=_keep_session
         )
+        app.state.group_commits = {}
         try:
             yield
         finally:
             # An import thread cannot be cancelled; let it finish its batches and record them.
             await asyncio.gather(*config.imports, return_exceptions=True)
+            for group in app.state.group_commits.values():
+                await group.close()
             await app.state.pool.close()
 
     return Starlette(
@@ -331,6 +363,7 @@ ROUTES = [
             _apply_instantly,
             event_field="event_type",
             composite_key=instantly.composite_key,
+            grouped=Grouped(instantly.grouped, instantly.record_engagements),
         ),
         methods=["POST"],
     ),

@@ -7,18 +7,20 @@
 -- Other engagement rows (unsubscribe, complaint, the 'reply' tracking signal) have no stage
 -- yet and emit nothing. The payload names the row and what it belongs to, not its content:
 -- a reply's body and a provider's raw event stay in their tables (and leave with the contact
--- on erasure) instead of being copied into the event log. Correlation and lineage come from
--- the column defaults (the webhook sets cascade.correlation_id for its transaction).
+-- on erasure) instead of being copied into the event log. Lineage comes from the column
+-- defaults (the transaction's context). An engagement event's correlation id comes from its
+-- row (schema/0013), whose default is the transaction's setting: the Instantly webhook's
+-- group commit records many requests in one statement, each row with its request's id.
 
 CREATE OR REPLACE FUNCTION marketing.emit_engagement() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO marketing.pipeline_events (event_type, payload, record_id)
+    INSERT INTO marketing.pipeline_events (event_type, payload, record_id, correlation_id)
     SELECT CASE e.event_type WHEN 'open' THEN 'email_opened' ELSE 'email_clicked' END,
            jsonb_build_object('id', e.id, 'contact_id', e.contact_id,
                               'message_id', e.message_id, 'campaign_id', e.campaign_id,
                               'provider', e.provider, 'occurred_at', e.occurred_at),
-           e.id
+           e.id, e.correlation_id
       FROM new_engagement AS e
      WHERE e.event_type IN ('open', 'click')
      ORDER BY e.id;

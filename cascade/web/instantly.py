@@ -49,6 +49,7 @@ make it known.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, LiteralString
 
@@ -56,7 +57,7 @@ import asyncpg
 from pydantic import BaseModel, Field, model_validator
 
 from cascade.handling import Connection
-from cascade.web.deliveries import bounded_key
+from cascade.web.deliveries import Delivery, bounded_key
 from cascade.web.delivery import Moment, Reply, store_reply
 from cascade.web.fields import OptionalText, ProviderId
 
@@ -102,6 +103,92 @@ RECORD_ENGAGEMENT: LiteralString = """
     VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'instantly', $7, coalesce($8, now()))
     ON CONFLICT ON CONSTRAINT engagement_events_provider_event_key DO NOTHING
     RETURNING id
+"""
+
+
+# Opens and clicks of many requests at once (group commit, cascade/web/group_commit.py): the
+# claims, the lookups and the engagement rows of a whole batch in one statement, whose
+# statement trigger emits every event in one insert, each with its row's correlation id
+# (schema/0013). The same rules as claim + apply: a claimed delivery's message found by
+# email_id, else by lead_email as FIND_BY_LEAD_EMAIL; claims and rows in key order, so two
+# batches sharing keys wait for each other instead of deadlocking. Engagement ids are drawn
+# first so that each row's result can be matched to its delivery even without a
+# provider_event_id. One row per delivery, in the order given. The arrays are parallel, one
+# element per delivery, keys unique: $1 key, $2 event name, $3 verified, $4 correlation id,
+# $5 email_id, $6 lead_email, $7 step, $8 kind, $9 link_url, $10 metadata (jsonb text),
+# $11 provider_event_id, $12 occurred at.
+RECORD_ENGAGEMENTS: LiteralString = """
+    WITH delivery AS (
+        SELECT *
+          FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
+                      $6::text[], $7::integer[], $8::text[], $9::text[], $10::text[],
+                      $11::text[], $12::timestamptz[])
+            WITH ORDINALITY
+            AS d(event_key, event_name, verified, correlation_id, email_id, lead_email, step,
+                 kind, url, metadata, provider_event_id, occurred_at, position)
+    ),
+    claimed AS (
+        INSERT INTO marketing.processed_webhook_events
+            (provider, event_key, event_name, verified, correlation_id)
+        SELECT 'instantly', event_key, event_name, verified, correlation_id
+          FROM delivery
+         ORDER BY event_key
+        ON CONFLICT (provider, event_key) DO NOTHING
+        RETURNING event_key
+    ),
+    target AS (
+        SELECT d.event_key, d.correlation_id, d.kind, d.url, d.metadata, d.provider_event_id,
+               d.occurred_at,
+               coalesce(by_id.contact_id, by_email.contact_id) AS contact_id,
+               coalesce(by_id.message_id, by_email.message_id) AS message_id,
+               coalesce(by_id.campaign_id, by_email.campaign_id) AS campaign_id,
+               nextval('marketing.engagement_events_id_seq') AS engagement_id
+          FROM delivery AS d
+          JOIN claimed AS c USING (event_key)
+          LEFT JOIN LATERAL (
+              SELECT q.contact_id, q.id AS message_id, q.campaign_id
+                FROM marketing.message_queue AS q
+               WHERE q.provider = 'instantly' AND q.provider_message_id = d.email_id
+               ORDER BY q.id DESC
+               LIMIT 1
+          ) AS by_id ON true
+          LEFT JOIN LATERAL (
+              SELECT ce.id AS contact_id, m.id AS message_id, m.campaign_id
+                FROM marketing.contact_enrichment AS ce
+                LEFT JOIN LATERAL (
+                    SELECT q.id, q.campaign_id
+                      FROM marketing.message_queue AS q
+                     WHERE q.contact_id = ce.id AND q.channel = 'email'
+                       AND (d.step IS NULL OR q.sequence_step = d.step)
+                     ORDER BY q.provider IS NOT DISTINCT FROM 'instantly' DESC, q.id DESC
+                     LIMIT 1
+                ) AS m ON true
+               WHERE by_id.contact_id IS NULL
+                 AND lower(ce.email) = lower(d.lead_email) AND ce.email IS NOT NULL
+               ORDER BY m.id IS NULL, ce.id DESC
+               LIMIT 1
+          ) AS by_email ON true
+    ),
+    recorded AS (
+        INSERT INTO marketing.engagement_events
+            (id, contact_id, message_id, campaign_id, event_type, url, metadata, provider,
+             provider_event_id, occurred_at, correlation_id)
+        SELECT engagement_id, contact_id, message_id, campaign_id, kind, url,
+               metadata::jsonb, 'instantly', provider_event_id, coalesce(occurred_at, now()),
+               correlation_id
+          FROM target
+         WHERE contact_id IS NOT NULL
+         ORDER BY event_key
+        ON CONFLICT ON CONSTRAINT engagement_events_provider_event_key DO NOTHING
+        RETURNING id
+    )
+    SELECT c.event_key IS NOT NULL AS claimed, t.contact_id, t.message_id,
+           r.id AS engagement_event_id
+      FROM delivery AS d
+      LEFT JOIN claimed AS c USING (event_key)
+      LEFT JOIN target AS t USING (event_key)
+      LEFT JOIN recorded AS r ON r.id = t.engagement_id
+     ORDER BY d.position
 """
 
 
@@ -194,6 +281,60 @@ async def apply(conn: Connection, event: InstantlyEvent) -> Summary:
     else:
         summary.applied.append({"event": event.kind, **found, **recorded})
     return summary
+
+
+def grouped(event: InstantlyEvent) -> bool:
+    """Whether the delivery goes through the group commit: opens and clicks (the volume);
+    a reply keeps a transaction of its own (`apply`)."""
+    return event.kind != "reply"
+
+
+async def record_engagements(
+    conn: Connection, deliveries: Sequence[Delivery[InstantlyEvent]]
+) -> list[dict[str, Any] | None]:
+    """Claims and records many opens and clicks in one statement (RECORD_ENGAGEMENTS), so in
+    one transaction of its own or the caller's: per delivery, the summary `apply` would give, or None for a
+    duplicate, a copy earlier in the same batch included."""
+    first: dict[str, int] = {}
+    for position, delivery in enumerate(deliveries):
+        first.setdefault(delivery.key, position)
+    unique = [deliveries[position] for position in first.values()]
+    rows = await conn.fetch(RECORD_ENGAGEMENTS, *_columns(unique))
+    outcome = {d.key: _summary(d.body, row) for d, row in zip(unique, rows, strict=True)}
+    return [
+        outcome[d.key] if first[d.key] == position else None
+        for position, d in enumerate(deliveries)
+    ]
+
+
+def _columns(deliveries: Sequence[Delivery[InstantlyEvent]]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for delivery in deliveries:
+        event, data = delivery.body, delivery.body.data
+        values = (
+            delivery.key, event.event_type, delivery.verified, delivery.correlation_id,
+            data.email_id, data.lead_email.strip(), data.step, event.kind,
+            data.link_url if event.kind == "click" else None, event.metadata(),
+            composite_key(event), data.timestamp,
+        )  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+def _summary(event: InstantlyEvent, row: asyncpg.Record) -> dict[str, Any] | None:
+    if not row["claimed"]:
+        return None
+    summary = Summary()
+    if row["contact_id"] is None:
+        summary.unknown_lead_emails.append(event.data.lead_email)
+        return summary.as_json()
+    found = {"event": event.kind, "contact_id": row["contact_id"], "message_id": row["message_id"]}
+    if row["engagement_event_id"] is None:
+        summary.skipped.append({**found, "reason": "recorded already"})
+    else:
+        summary.applied.append({**found, "engagement_event_id": row["engagement_event_id"]})
+    return summary.as_json()
 
 
 async def _find(conn: Connection, data: InstantlyData) -> asyncpg.Record | None:

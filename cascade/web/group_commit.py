@@ -1,0 +1,141 @@
+"""Group commit: many webhook deliveries in one transaction, each answered after it commits.
+
+A delivery's own transaction costs more than its work: a handful of round trips driven from
+Python, and a WAL flush at commit (bench/RESULTS.md, "Webhook ingestion"). Here a request
+hands its parsed delivery over and waits; a writer takes every delivery waiting, writes them
+with one `write_many` call in one transaction, commits, and only then answers each request.
+Nothing is acknowledged before it is durable, so a crash loses only requests not yet
+answered, which their senders retry. There is no timer: at a low rate a delivery finds no one
+waiting and goes alone, at once; under load, deliveries pile up while a commit is in flight,
+and the next transaction takes them together, so batches grow with the load by themselves
+(the shape of PostgreSQL's own commit_delay, without the delay).
+
+Up to `writers` transactions run at once, so some are written while others wait for their
+flush, and a low rate (one delivery per transaction) is not held to one round trip at a
+time. Two of them may hold the same deliveries' keys: `write_many` must take its locks in a
+fixed order (key order) so they cannot deadlock.
+
+If `write_many` raises, its transaction rolls back and every delivery of that batch is
+written again on its own with `write_one` (the per-request path), so one delivery the
+database refuses fails alone, as a 500 for its own request, and the rest still commit.
+
+A request that goes away while it waits (the client hung up) does not take its delivery back:
+the batch commits it, and the sender's retry finds it stored (a duplicate, answered 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from cascade.handling import Connection
+
+log = logging.getLogger("cascade.web")
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+
+# Many deliveries in one statement keep it short and its arrays small; past a few hundred the
+# flush is amortised already.
+MAX_BATCH = 256
+WRITERS = 4
+
+
+@dataclass
+class _Waiting(Generic[Item, Outcome]):
+    item: Item
+    answer: asyncio.Future[Outcome]
+
+
+class GroupCommit(Generic[Item, Outcome]):
+    """`write_many(conn, items)` writes the items atomically (one statement, or a transaction
+    of its own) and returns one outcome per item, in order; `write_one(item)` writes one item
+    in a transaction of its own. One statement is one round trip: no BEGIN and COMMIT."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        write_many: Callable[[Connection, Sequence[Item]], Awaitable[list[Outcome]]],
+        write_one: Callable[[Item], Awaitable[Outcome]],
+        *,
+        max_batch: int = MAX_BATCH,
+        writers: int = WRITERS,
+    ) -> None:
+        self._pool = pool
+        self._write_many = write_many
+        self._write_one = write_one
+        self._max_batch = max_batch
+        self._writers = writers
+        self._waiting: list[_Waiting[Item, Outcome]] = []
+        # Counted by the writers themselves, not by their tasks' done callbacks: a writer
+        # that has found nothing waiting is gone at once, so a delivery handed over just
+        # after always starts a writer of its own rather than wait for one that has left.
+        self._writing = 0
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> Outcome:
+        """The item's outcome once its transaction has committed."""
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_retrieved)
+        self._waiting.append(_Waiting(item, answer))
+        if self._writing < self._writers:
+            self._writing += 1
+            task = asyncio.create_task(self._write_waiting())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        # shield: a request cancelled while it waits leaves its delivery in the batch.
+        return await asyncio.shield(answer)
+
+    async def close(self) -> None:
+        """Waits for every delivery handed over to be written (the app's shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._write(batch)
+        finally:
+            self._writing -= 1
+
+    async def _write(self, batch: list[_Waiting[Item, Outcome]]) -> None:
+        items = [waiting.item for waiting in batch]
+        try:
+            async with self._pool.acquire() as conn:
+                outcomes = await self._write_many(conn, items)
+        except Exception:  # each delivery gets its own answer, below
+            if len(batch) > 1:
+                log.warning(
+                    "a group commit of %d deliveries failed; writing each alone",
+                    len(batch),
+                    exc_info=True,
+                )
+            await asyncio.gather(*(self._write_alone(waiting) for waiting in batch))
+            return
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(outcome)
+
+    async def _write_alone(self, waiting: _Waiting[Item, Outcome]) -> None:
+        try:
+            outcome = await self._write_one(waiting.item)
+        except Exception as exc:  # the request's answer: raised in its endpoint
+            if not waiting.answer.done():
+                waiting.answer.set_exception(exc)
+            return
+        if not waiting.answer.done():
+            waiting.answer.set_result(outcome)
+
+
+def _retrieved(answer: asyncio.Future[Any]) -> None:
+    # An answer whose request went away is never awaited; reading its exception here keeps
+    # asyncio from logging "exception was never retrieved" for it.
+    if not answer.cancelled():
+        answer.exception()

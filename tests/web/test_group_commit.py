@@ -1,0 +1,229 @@
+"""Group commit (cascade/web/group_commit.py): Instantly's opens and clicks arriving together
+share a transaction, and each request is still answered, keyed, correlated and failed on its
+own. Over real HTTP against a real database, and the writer itself against a real pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from cascade.handling import Connection
+from cascade.web import instantly
+from cascade.web.deliveries import Delivery
+from cascade.web.group_commit import GroupCommit
+from tests.support.waiting import eventually
+
+PEOPLE = 40
+
+# PEOPLE contacts at one company, lead-N@acme.com, each with an email sent through Instantly
+# whose provider_message_id (Instantly's email_id) is "email-N".
+ADD_PEOPLE = """
+    WITH company AS (
+        INSERT INTO marketing.company_master (company_name, domain, website, country)
+        VALUES ('Acme', 'acme.com', 'https://acme.com', 'US') RETURNING id
+    ),
+    campaign AS (
+        INSERT INTO marketing.campaigns (campaign_name) VALUES ('Q3') RETURNING id
+    ),
+    person AS (
+        INSERT INTO marketing.contact_enrichment
+            (company_id, full_name, company_name, email, provider, provider_mode)
+        SELECT company.id, 'Lead ' || n, 'Acme', 'lead-' || n || '@acme.com', 'prospeo',
+               'sandbox'
+          FROM company, generate_series(1, $1) AS n
+        RETURNING id, email
+    )
+    INSERT INTO marketing.message_queue
+        (campaign_id, contact_id, sequence_step, channel, provider, provider_message_id)
+    SELECT campaign.id, person.id, 1, 'email', 'instantly',
+           'email-' || split_part(split_part(person.email, '@', 1), '-', 2)
+      FROM campaign, person
+"""
+CONTACT_BY_EMAIL = "SELECT id FROM marketing.contact_enrichment WHERE email = $1"
+OPENS = """
+    SELECT e.correlation_id, g.contact_id, g.id AS engagement_id
+      FROM marketing.pipeline_events AS e
+      JOIN marketing.engagement_events AS g ON g.id = e.record_id
+     WHERE e.event_type = 'email_opened'
+"""
+# Rows inserted by one transaction share its xmin.
+TRANSACTIONS = "SELECT count(DISTINCT xmin::text) FROM marketing.processed_webhook_events"
+CLAIMS = "SELECT count(*) FROM marketing.processed_webhook_events"
+ENGAGEMENTS = "SELECT count(*) FROM marketing.engagement_events"
+# A delivery the database refuses: a trigger only this test installs (the database is the
+# test's own), refusing the contacts listed in public.refused.
+REFUSE_CONTACTS = """
+    CREATE TABLE public.refused (contact_id bigint PRIMARY KEY);
+    CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT FROM public.refused WHERE contact_id = NEW.contact_id) THEN
+            RAISE EXCEPTION 'refused for the test';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse BEFORE INSERT ON marketing.engagement_events
+        FOR EACH ROW EXECUTE FUNCTION public.refuse();
+"""
+REFUSE = "INSERT INTO public.refused (contact_id) VALUES ($1)"
+FORGIVE = "DELETE FROM public.refused"
+HOLD_CLAIM = """
+    INSERT INTO marketing.processed_webhook_events (provider, event_key, event_name, verified)
+    VALUES ('instantly', $1, 'email_opened', false)
+"""
+WAITING_ON_A_LOCK = """
+    SELECT count(*) FROM pg_stat_activity
+     WHERE datname = current_database() AND wait_event_type = 'Lock'
+"""
+
+
+@pytest.fixture
+async def people(db: asyncpg.Connection) -> int:
+    await db.execute(ADD_PEOPLE, PEOPLE)
+    await db.execute("DELETE FROM marketing.pipeline_events")  # the seeding's own events
+    return PEOPLE
+
+
+def opened(n: int, **data: Any) -> bytes:
+    """Instantly's open of lead n's email, as Instantly posts it."""
+    return json.dumps({
+        "event_type": "email_opened", "timestamp": f"2025-06-02T09:30:{n % 60:02d}Z",
+        "campaign_id": "instantly-campaign", "lead_email": f"lead-{n}@acme.com", "step": 1,
+        "email_id": f"email-{n}", **data,
+    }).encode()  # fmt: skip
+
+
+async def post(client: httpx.AsyncClient, body: bytes, correlation: str) -> httpx.Response:
+    headers = {"content-type": "application/json", "x-correlation-id": correlation}
+    return await client.post("/webhooks/instantly", content=body, headers=headers)
+
+
+async def test_opens_sent_together_share_transactions_and_keep_their_own_answers_and_ids(
+    client: httpx.AsyncClient, db: asyncpg.Connection, people: int
+) -> None:
+    answers = await asyncio.gather(
+        *(post(client, opened(n), f"corr-{n}") for n in range(1, people + 1))
+    )
+
+    assert [a.status_code for a in answers] == [202] * people
+    for n, answer in enumerate(answers, start=1):
+        contact = await db.fetchval(CONTACT_BY_EMAIL, f"lead-{n}@acme.com")
+        (applied,) = answer.json()["applied"]
+        assert (applied["event"], applied["contact_id"]) == ("open", contact)
+        assert answer.json()["correlation_id"] == f"corr-{n}"
+    # Each event carries the correlation id of the request that caused it, and names the
+    # engagement row that answer reported.
+    reported = {a.json()["correlation_id"]: a.json()["applied"][0] for a in answers}
+    for event in await db.fetch(OPENS):
+        mine = reported[event["correlation_id"]]
+        assert (event["contact_id"], event["engagement_id"]) == (
+            mine["contact_id"], mine["engagement_event_id"],
+        )  # fmt: skip
+    assert len(await db.fetch(OPENS)) == people
+    assert await db.fetchval(TRANSACTIONS) < people
+
+
+async def test_copies_of_one_open_in_the_same_batch_are_stored_once(
+    client: httpx.AsyncClient, db: asyncpg.Connection, people: int
+) -> None:
+    copies = [post(client, opened(1), f"copy-{i}") for i in range(20)]
+    others = [post(client, opened(n), f"other-{n}") for n in range(2, 22)]
+
+    answers = await asyncio.gather(*copies, *others)
+
+    copy_statuses = sorted(a.status_code for a in answers[:20])
+    assert copy_statuses == [200] * 19 + [202]
+    assert [a.status_code for a in answers[20:]] == [202] * 20
+    assert await db.fetchval(CLAIMS) == 21
+    assert await db.fetchval(ENGAGEMENTS) == 21
+    assert len(await db.fetch(OPENS)) == 21
+
+
+async def test_a_delivery_the_database_refuses_fails_alone_and_leaves_no_claim(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str, people: int
+) -> None:
+    await db.execute(REFUSE_CONTACTS)
+    await db.execute(REFUSE, await db.fetchval(CONTACT_BY_EMAIL, "lead-7@acme.com"))
+
+    answers = await asyncio.gather(*(post(client, opened(n), f"corr-{n}") for n in range(1, 16)))
+
+    statuses = {n: a.status_code for n, a in enumerate(answers, start=1)}
+    assert statuses.pop(7) == 500
+    assert answers[6].json()["error"]["details"] == {"correlation_id": "corr-7"}
+    assert set(statuses.values()) == {202}
+    assert await db.fetchval(CLAIMS) == 14
+    assert await db.fetchval(ENGAGEMENTS) == 14
+    # Nothing of it was kept, so the sender's retry goes through once the cause is gone.
+    await db.execute(FORGIVE)
+    retried = await post(client, opened(7), "corr-7-again")
+    assert retried.status_code == 202, retried.text
+
+
+# -- the writer itself ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as connections:
+        yield connections
+
+
+def delivery(n: int) -> Delivery[instantly.InstantlyEvent]:
+    event = instantly.InstantlyEvent.model_validate_json(opened(n))
+    key = instantly.composite_key(event)
+    assert key is not None
+    return Delivery("instantly", event, key, False, f"corr-{n}")
+
+
+async def refuse_alone(item: Delivery[instantly.InstantlyEvent]) -> dict[str, Any] | None:
+    raise AssertionError("the batch was not expected to fail")
+
+
+async def test_a_request_that_goes_away_while_it_waits_still_has_its_delivery_committed(
+    pool: asyncpg.Pool, db: asyncpg.Connection, people: int
+) -> None:
+    group = GroupCommit(pool, instantly.record_engagements, refuse_alone)
+    waiting = delivery(3)
+    # Another transaction holds the delivery's key, so the batch waits on it.
+    async with pool.acquire() as blocker:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute(HOLD_CLAIM, waiting.key)
+        request = asyncio.create_task(group.submit(waiting))
+        await eventually(lambda: db.fetchval(WAITING_ON_A_LOCK))
+
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await holding.rollback()
+    await group.close()
+
+    assert await db.fetchval(CLAIMS) == 1
+    assert await db.fetchval(ENGAGEMENTS) == 1
+    assert len(await db.fetch(OPENS)) == 1
+
+
+async def test_deliveries_waiting_together_go_in_batches_of_at_most_max_batch(
+    pool: asyncpg.Pool, db: asyncpg.Connection, people: int
+) -> None:
+    batches: list[int] = []
+
+    async def counted(
+        conn: Connection, items: Sequence[Delivery[instantly.InstantlyEvent]]
+    ) -> list[dict[str, Any] | None]:
+        batches.append(len(items))
+        return await instantly.record_engagements(conn, items)
+
+    group = GroupCommit(pool, counted, refuse_alone, writers=2, max_batch=8)
+    outcomes = await asyncio.gather(*(group.submit(delivery(n)) for n in range(1, people + 1)))
+    await group.close()
+
+    assert [o["applied"][0]["contact_id"] for o in outcomes if o] == list(
+        await db.fetchval("SELECT array_agg(id ORDER BY id) FROM marketing.contact_enrichment")
+    )
+    assert sorted(batches) == [8] * (people // 8)
