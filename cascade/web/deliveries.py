@@ -142,6 +142,9 @@ class Delivery(Generic[Body]):
     key: str
     verified: bool
     correlation_id: str
+    # The provider's composite key of the body, when it has one (computed once, here: the
+    # Instantly webhook stores it again as the engagement row's provider_event_id).
+    composite_key: str | None = None
 
 
 # A provider's composite delivery key, from the parsed body; None when the body lacks a part.
@@ -160,7 +163,7 @@ async def receive(
     body = parse(model, raw)
     composite = composite_key(body) if composite_key is not None else None
     key = delivery_key(request.headers if source.trusts_id_headers else {}, raw, composite)
-    return Delivery(source.provider, body, key, verified, correlation_id(request))
+    return Delivery(source.provider, body, key, verified, correlation_id(request), composite)
 
 
 def delivery_key(headers: Mapping[str, str], raw: bytes, composite: str | None = None) -> str:

@@ -293,8 +293,8 @@ async def record_engagements(
     conn: Connection, deliveries: Sequence[Delivery[InstantlyEvent]]
 ) -> list[dict[str, Any] | None]:
     """Claims and records many opens and clicks in one statement (RECORD_ENGAGEMENTS), so in
-    one transaction of its own or the caller's: per delivery, the summary `apply` would give, or None for a
-    duplicate, a copy earlier in the same batch included."""
+    one transaction (its own, or the caller's): per delivery, the summary `apply` would give,
+    or None for a duplicate, a copy earlier in the same batch included."""
     first: dict[str, int] = {}
     for position, delivery in enumerate(deliveries):
         first.setdefault(delivery.key, position)
@@ -315,7 +315,7 @@ def _columns(deliveries: Sequence[Delivery[InstantlyEvent]]) -> list[list[Any]]:
             delivery.key, event.event_type, delivery.verified, delivery.correlation_id,
             data.email_id, data.lead_email.strip(), data.step, event.kind,
             data.link_url if event.kind == "click" else None, event.metadata(),
-            composite_key(event), data.timestamp,
+            delivery.composite_key, data.timestamp,
         )  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)

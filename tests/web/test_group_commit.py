@@ -177,7 +177,7 @@ def delivery(n: int) -> Delivery[instantly.InstantlyEvent]:
     event = instantly.InstantlyEvent.model_validate_json(opened(n))
     key = instantly.composite_key(event)
     assert key is not None
-    return Delivery("instantly", event, key, False, f"corr-{n}")
+    return Delivery("instantly", event, key, False, f"corr-{n}", key)
 
 
 async def refuse_alone(item: Delivery[instantly.InstantlyEvent]) -> dict[str, Any] | None:
