@@ -315,7 +315,7 @@ def create_app(
         finally:
             # An import thread cannot be cancelled; let it finish its batches and record them.
             await asyncio.gather(*config.imports, return_exceptions=True)
-            for group in app.state.group_commits.values():
+            for group in list(app.state.group_commits.values()):
                 await group.close()
             await app.state.pool.close()
 

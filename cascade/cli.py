@@ -197,7 +197,9 @@ def tune_gc() -> None:
     In the web app, a full collection walked the ~74,000 objects of the loaded app (~47 ms, a
     pause for every request in flight) every few hundred requests. Full collections still
     come every ten million allocations or so, for the cycles that exceptions and tracebacks
-    leave behind. Call it once everything of the process's lifetime is loaded."""
+    leave behind. Call it once everything of the process's lifetime is loaded: start-up's
+    garbage is collected first, so none of it is frozen for good."""
+    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
 

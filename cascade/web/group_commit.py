@@ -15,9 +15,13 @@ flush, and a low rate (one delivery per transaction) is not held to one round tr
 time. Two of them may hold the same deliveries' keys: `write_many` must take its locks in a
 fixed order (key order) so they cannot deadlock.
 
-If `write_many` raises, its transaction rolls back and every delivery of that batch is
-written again on its own with `write_one` (the per-request path), so one delivery the
-database refuses fails alone, as a 500 for its own request, and the rest still commit.
+If `write_many` raises (or answers for the wrong number of deliveries), every delivery of
+that batch is written again on its own with `write_one` (the per-request path), one after
+another, so one delivery the database refuses fails alone, as a 500 for its own request, and
+the rest still commit. (Had the connection broken just after the commit, the second writing
+finds each delivery claimed and answers it as a duplicate: nothing is lost, the summary is.)
+A writer that is itself stopped fails its batch's requests (500: the outcome is unknown) and
+hands what still waits to a new writer.
 
 A request that goes away while it waits (the client hung up) does not take its delivery back:
 the batch commits it, and the sender's retry finds it stored (a duplicate, answered 200).
@@ -83,18 +87,22 @@ class GroupCommit(Generic[Item, Outcome]):
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(_retrieved)
         self._waiting.append(_Waiting(item, answer))
-        if self._writing < self._writers:
-            self._writing += 1
-            task = asyncio.create_task(self._write_waiting())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        self._start_writer()
         # shield: a request cancelled while it waits leaves its delivery in the batch.
         return await asyncio.shield(answer)
 
     async def close(self) -> None:
         """Waits for every delivery handed over to be written (the app's shutdown)."""
-        while self._running:
+        while self._running or self._waiting:
+            self._start_writer()
             await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _start_writer(self) -> None:
+        if self._waiting and self._writing < self._writers:
+            self._writing += 1
+            task = asyncio.create_task(self._write_waiting())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _write_waiting(self) -> None:
         try:
@@ -104,34 +112,51 @@ class GroupCommit(Generic[Item, Outcome]):
                 await self._write(batch)
         finally:
             self._writing -= 1
+            # A writer that ended by an error leaves what still waits to a new one.
+            self._start_writer()
 
     async def _write(self, batch: list[_Waiting[Item, Outcome]]) -> None:
-        items = [waiting.item for waiting in batch]
         try:
-            async with self._pool.acquire() as conn:
-                outcomes = await self._write_many(conn, items)
-        except Exception:  # each delivery gets its own answer, below
-            if len(batch) > 1:
+            try:
+                items = [waiting.item for waiting in batch]
+                async with self._pool.acquire() as conn:
+                    outcomes = await self._write_many(conn, items)
+                if len(outcomes) != len(batch):
+                    raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} deliveries")
+            except Exception:  # each delivery gets its own answer, below
                 log.warning(
                     "a group commit of %d deliveries failed; writing each alone",
                     len(batch),
                     exc_info=True,
                 )
-            await asyncio.gather(*(self._write_alone(waiting) for waiting in batch))
-            return
-        for waiting, outcome in zip(batch, outcomes, strict=True):
+                await self._write_each(batch)
+                return
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(outcome)
+        except BaseException as exc:
+            # The writer itself is stopped (cancelled): no request may wait for ever. Whether
+            # its delivery committed is unknown, so it gets a 500 and its sender retries
+            # (a duplicate then, answered 200, if it had).
+            interrupted = RuntimeError("the group commit was interrupted")
+            interrupted.__cause__ = exc
+            for waiting in batch:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(interrupted)
+            raise
+
+    async def _write_each(self, batch: list[_Waiting[Item, Outcome]]) -> None:
+        # One after another: the other routes and /ready share the pool, and a failed batch
+        # of hundreds written at once would take every connection.
+        for waiting in batch:
+            try:
+                outcome = await self._write_one(waiting.item)
+            except Exception as exc:  # the request's answer: raised in its endpoint
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
+                continue
             if not waiting.answer.done():
                 waiting.answer.set_result(outcome)
-
-    async def _write_alone(self, waiting: _Waiting[Item, Outcome]) -> None:
-        try:
-            outcome = await self._write_one(waiting.item)
-        except Exception as exc:  # the request's answer: raised in its endpoint
-            if not waiting.answer.done():
-                waiting.answer.set_exception(exc)
-            return
-        if not waiting.answer.done():
-            waiting.answer.set_result(outcome)
 
 
 def _retrieved(answer: asyncio.Future[Any]) -> None:

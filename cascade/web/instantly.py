@@ -110,13 +110,14 @@ RECORD_ENGAGEMENT: LiteralString = """
 # claims, the lookups and the engagement rows of a whole batch in one statement, whose
 # statement trigger emits every event in one insert, each with its row's correlation id
 # (schema/0013). The same rules as claim + apply: a claimed delivery's message found by
-# email_id, else by lead_email as FIND_BY_LEAD_EMAIL; claims and rows in key order, so two
-# batches sharing keys wait for each other instead of deadlocking. Engagement ids are drawn
-# first so that each row's result can be matched to its delivery even without a
-# provider_event_id. One row per delivery, in the order given. The arrays are parallel, one
-# element per delivery, keys unique: $1 key, $2 event name, $3 verified, $4 correlation id,
-# $5 email_id, $6 lead_email, $7 step, $8 kind, $9 link_url, $10 metadata (jsonb text),
-# $11 provider_event_id, $12 occurred at.
+# email_id, else by lead_email as FIND_BY_LEAD_EMAIL; claims in key order and rows in the
+# order of the key their constraint holds (provider_event_id: a webhook-id header can make
+# the two differ), so two batches sharing keys wait for each other instead of deadlocking.
+# Engagement ids are drawn first so that each row's result can be matched to its delivery
+# even without a provider_event_id. One row per delivery, in the order given. The arrays
+# are parallel, one element per delivery, keys unique: $1 key, $2 event name, $3 verified,
+# $4 correlation id, $5 email_id, $6 lead_email, $7 step, $8 kind, $9 link_url, $10 metadata
+# (jsonb text), $11 provider_event_id, $12 occurred at.
 RECORD_ENGAGEMENTS: LiteralString = """
     WITH delivery AS (
         SELECT *
@@ -142,6 +143,7 @@ RECORD_ENGAGEMENTS: LiteralString = """
                coalesce(by_id.contact_id, by_email.contact_id) AS contact_id,
                coalesce(by_id.message_id, by_email.message_id) AS message_id,
                coalesce(by_id.campaign_id, by_email.campaign_id) AS campaign_id,
+               -- the column's identity sequence (needs USAGE on it, as the default does not)
                nextval('marketing.engagement_events_id_seq') AS engagement_id
           FROM delivery AS d
           JOIN claimed AS c USING (event_key)
@@ -178,7 +180,7 @@ RECORD_ENGAGEMENTS: LiteralString = """
                correlation_id
           FROM target
          WHERE contact_id IS NOT NULL
-         ORDER BY event_key
+         ORDER BY provider_event_id, event_key
         ON CONFLICT ON CONSTRAINT engagement_events_provider_event_key DO NOTHING
         RETURNING id
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -98,6 +99,14 @@ def opened(n: int, **data: Any) -> bytes:
     }).encode()  # fmt: skip
 
 
+def replied(n: int) -> bytes:
+    """Lead n's reply, which keeps a transaction of its own."""
+    return json.dumps({
+        "event_type": "email_replied", "timestamp": "2025-06-02T09:30:00Z",
+        "lead_email": f"lead-{n}@acme.com", "step": 1, "reply_text": "hi",
+    }).encode()  # fmt: skip
+
+
 async def post(client: httpx.AsyncClient, body: bytes, correlation: str) -> httpx.Response:
     headers = {"content-type": "application/json", "x-correlation-id": correlation}
     return await client.post("/webhooks/instantly", content=body, headers=headers)
@@ -164,6 +173,22 @@ async def test_a_delivery_the_database_refuses_fails_alone_and_leaves_no_claim(
     assert retried.status_code == 202, retried.text
 
 
+async def test_overlapping_copies_of_opens_and_replies_sent_at_once_apply_exactly_once(
+    client: httpx.AsyncClient, db: asyncpg.Connection, people: int
+) -> None:
+    replies = [replied(n) for n in range(1, 11)]
+    bodies = [opened(n) for n in range(1, people + 1)] * 6 + replies * 3
+    random.Random(7).shuffle(bodies)
+
+    answers = await asyncio.gather(*(post(client, b, f"c-{i}") for i, b in enumerate(bodies)))
+
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 202}, [a.text for a in answers if a.status_code >= 500][:3]
+    assert statuses.count(202) == people + 10
+    assert await db.fetchval(CLAIMS) == people + 10
+    assert await db.fetchval(ENGAGEMENTS) == people
+
+
 # -- the writer itself ----------------------------------------------------------------------
 
 
@@ -227,3 +252,37 @@ async def test_deliveries_waiting_together_go_in_batches_of_at_most_max_batch(
         await db.fetchval("SELECT array_agg(id ORDER BY id) FROM marketing.contact_enrichment")
     )
     assert sorted(batches) == [8] * (people // 8)
+
+
+@pytest.mark.parametrize("failure", ["cancelled", "too few outcomes"])
+async def test_a_writer_that_fails_answers_its_batch_and_strands_nothing_behind_it(
+    pool: asyncpg.Pool, failure: str
+) -> None:
+    batches: list[Sequence[int]] = []
+
+    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0.05)  # the second submission queues behind this batch
+        if len(batches) > 1:
+            return list(items)
+        if failure == "cancelled":
+            raise asyncio.CancelledError  # the writer task itself stopped
+        return []
+
+    async def write_one(item: int) -> int:
+        return item
+
+    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, writers=1)
+    first = asyncio.create_task(group.submit(1))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(group.submit(2))
+    _, pending = await asyncio.wait({first, second}, timeout=5)
+    await group.close()
+
+    assert not pending, "requests still waiting after their writer failed"
+    if failure == "cancelled":
+        with pytest.raises(RuntimeError, match="interrupted"):
+            first.result()
+    else:
+        assert first.result() == 1  # written alone after the batch's bad answer
+    assert second.result() == 2
