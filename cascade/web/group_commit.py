@@ -88,8 +88,9 @@ class GroupCommit(Generic[Item, Outcome]):
         answer.add_done_callback(_retrieved)
         self._waiting.append(_Waiting(item, answer))
         self._start_writer()
-        # shield: a request cancelled while it waits leaves its delivery in the batch.
-        return await asyncio.shield(answer)
+        # A request cancelled while it waits cancels only its answer: the delivery stays in
+        # the batch, and the writer skips answers that are done.
+        return await answer
 
     async def close(self) -> None:
         """Waits for every delivery handed over to be written (the app's shutdown)."""

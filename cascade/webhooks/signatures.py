@@ -20,6 +20,7 @@ Pure functions of (secrets, headers, body, now): no clock, no I/O, so tests pin 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -101,9 +102,15 @@ class ProviderSecrets:
         keys = (_key(scheme, s, f"{variable} entry {n}") for n, s in enumerate(secrets, 1))
         return cls(provider, scheme, tuple(keys))
 
-    @property
+    # Cached: read on every delivery (its verdict's message names the variable).
+    @functools.cached_property
     def variable(self) -> str:
         return secret_variable(self.provider)
+
+    @functools.cached_property
+    def key_digests(self) -> list[bytes]:
+        """The SHA-256 of each key, which a shared-secret header is compared with."""
+        return [hashlib.sha256(key).digest() for key in self.keys]
 
 
 def secret_variable(provider: str) -> str:
@@ -242,8 +249,7 @@ def _verify_shared_secret(
         return _rejected("missing_signature", f"the {name} header is missing")
     # Hashing first gives equal-length inputs, so the comparison leaks not even the length.
     given = [hashlib.sha256(value.encode()).digest()]
-    expected = [hashlib.sha256(key).digest() for key in secrets.keys]
-    if not _matches_any(expected, given):
+    if not _matches_any(secrets.key_digests, given):
         return _rejected("bad_signature", f"{name} matches no secret in {secrets.variable}")
     return Verification("verified", f"{name} matches a secret in {secrets.variable}")
 
