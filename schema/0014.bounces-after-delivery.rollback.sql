@@ -292,5 +292,3 @@ SELECT s.position, s.phase, s.stage, s.label, s.unit, s.count, s.out_of, s.built
         (13, 'engagement', 'replied', 'Contacts who replied', 'contacts', r.contacts, ct.ready,
          false, 'waits for messaging, which is not built yet')
        ) AS s(position, phase, stage, label, unit, count, out_of, built, note);
-
-DROP FUNCTION marketing.bounced_after(bigint, bigint);

@@ -5,16 +5,10 @@
 -- when it comes after the delivery in log order. A bounce logged before a delivery stays
 -- cancelled by it (a soft bounce that a retry delivered, written by a sender that logs so).
 -- The views are restated whole (a view changes only that way); their columns are unchanged.
+-- "No bounce after it" is written out in each (NOT EXISTS on delivery_log_message_idx), so the
+-- planner can make it an anti-join: an SQL function holding the subquery is not inlined, and
+-- made the funnel ~18x slower with 200,000 delivered messages (measured in review).
 -- depends: 0013.engagement-correlation
-
--- Whether a bounce was logged for the message after log row p_log_id. One probe of
--- delivery_log_message_idx; an SQL function the planner inlines.
-CREATE FUNCTION marketing.bounced_after(p_message_id bigint, p_log_id bigint) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM marketing.delivery_log AS later
-                    WHERE later.message_id = p_message_id AND later.id > p_log_id
-                      AND later.status = 'bounced')
-$$;
 
 CREATE OR REPLACE VIEW marketing.vw_alerts AS
 WITH threshold AS (
@@ -131,7 +125,9 @@ replies AS (
              WHERE t.guardrail_key = 'alert_reply_rate_drop'
                AND dl.status = 'delivered'
                AND dl.created_at > t.window_start
-               AND NOT marketing.bounced_after(dl.message_id, dl.id)
+               AND NOT EXISTS (SELECT 1 FROM marketing.delivery_log AS later
+                                WHERE later.message_id = dl.message_id AND later.id > dl.id
+                                  AND later.status = 'bounced')
              GROUP BY dl.message_id) AS d
 )
 SELECT 'pipeline_stalled' AS alert, 'critical' AS severity, NULL::text AS scope,
@@ -220,7 +216,10 @@ SELECT c.id AS campaign_id,
       SELECT EXISTS (SELECT 1 FROM marketing.delivery_log AS dl
                       WHERE dl.contact_id = cc.contact_id AND dl.campaign_id = c.id
                         AND dl.status = 'delivered'
-                        AND NOT marketing.bounced_after(dl.message_id, dl.id)) AS delivered,
+                        AND NOT EXISTS (SELECT 1 FROM marketing.delivery_log AS later
+                                         WHERE later.message_id = dl.message_id
+                                           AND later.id > dl.id
+                                           AND later.status = 'bounced')) AS delivered,
              EXISTS (SELECT 1 FROM marketing.engagement_events AS ee
                       WHERE ee.contact_id = cc.contact_id AND ee.campaign_id = c.id
                         AND ee.event_type = 'open') AS opened,
@@ -268,7 +267,10 @@ WITH intake AS (
 ), delivered AS (
     SELECT count(DISTINCT dl.message_id) AS messages
       FROM marketing.delivery_log AS dl
-     WHERE dl.status = 'delivered' AND NOT marketing.bounced_after(dl.message_id, dl.id)
+     WHERE dl.status = 'delivered'
+       AND NOT EXISTS (SELECT 1 FROM marketing.delivery_log AS later
+                        WHERE later.message_id = dl.message_id AND later.id > dl.id
+                          AND later.status = 'bounced')
 ), engaged AS (
     SELECT count(DISTINCT contact_id) FILTER (WHERE event_type = 'open') AS opened,
            count(DISTINCT contact_id) FILTER (WHERE event_type = 'click') AS clicked

@@ -24,7 +24,7 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, assert_never
@@ -108,9 +108,9 @@ class ProviderSecrets:
         return secret_variable(self.provider)
 
     @functools.cached_property
-    def key_digests(self) -> list[bytes]:
+    def key_digests(self) -> tuple[bytes, ...]:
         """The SHA-256 of each key, which a shared-secret header is compared with."""
-        return [hashlib.sha256(key).digest() for key in self.keys]
+        return tuple(hashlib.sha256(key).digest() for key in self.keys)
 
 
 def secret_variable(provider: str) -> str:
@@ -281,7 +281,7 @@ def _judge(
     return Verification("verified", f"{signature_name} matches a secret in {secrets.variable}")
 
 
-def _matches_any(expected: list[bytes], given: list[bytes]) -> bool:
+def _matches_any(expected: Sequence[bytes], given: Sequence[bytes]) -> bool:
     # Every pair is compared, in constant time, with no early exit.
     results = [hmac.compare_digest(e, g) for e in expected for g in given]
     return any(results)

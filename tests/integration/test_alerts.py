@@ -4,6 +4,7 @@ changes the verdict. marketing.vw_pipeline_health answers with one row of sane n
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import LiteralString
 
@@ -52,6 +53,14 @@ OUTCOMES: LiteralString = """
     INSERT INTO marketing.delivery_log (message_id, campaign_id, contact_id, status)
     SELECT n, 1, n, $3 FROM generate_series($1::int, $2::int) AS n
 """
+# The same, logged `$4` ago.
+OUTCOMES_AGO: LiteralString = """
+    INSERT INTO marketing.delivery_log (message_id, campaign_id, contact_id, status, created_at)
+    SELECT n, 1, n, $3, now() - $4::text::interval FROM generate_series($1::int, $2::int) AS n
+"""
+DELIVERABILITY_SINCE: LiteralString = (
+    "SELECT since FROM marketing.vw_alerts WHERE alert = 'deliverability_drop'"
+)
 CAMPAIGN_DELIVERED: LiteralString = (
     "SELECT delivered FROM marketing.vw_campaign_overview WHERE campaign_id = 1"
 )
@@ -176,6 +185,35 @@ async def test_vw_alerts__delivered_then_bounced_is_a_bounce(
     await db.execute(OUTCOMES, 16, 20, "bounced")  # after delivery: 5 of 20, 25 %
 
     assert await active_alerts(db) == [("deliverability_drop", None)]
+
+
+async def test_vw_alerts__reply_rate_leaves_out_messages_delivered_then_bounced(
+    db: asyncpg.Connection,
+) -> None:
+    await audience(db, 40)
+    await db.execute(OUTCOMES, 1, 40, "delivered")
+    await db.execute(REPLIES, 1)  # 1 of 40: 2.5 %
+    assert await active_alerts(db) == [("reply_rate_drop", None)]
+
+    await db.execute(OUTCOMES, 21, 40, "bounced")  # 1 of 20 delivered: 5 %, no alert
+
+    assert await active_alerts(db) == [("deliverability_drop", None)]  # 20 of 40 bounced
+
+
+async def test_vw_alerts__deliverability_since_is_the_first_bounce_that_stands(
+    db: asyncpg.Connection,
+) -> None:
+    await audience(db, 20)
+    await db.execute(OUTCOMES_AGO, 1, 10, "bounced", "3 hours")  # soft: delivered later
+    await db.execute(OUTCOMES_AGO, 1, 15, "delivered", "2 hours")
+    await db.execute(OUTCOMES_AGO, 16, 20, "delivered", "2 hours")
+    await db.execute(OUTCOMES_AGO, 16, 20, "bounced", "1 hour")
+
+    since = await db.fetchval(DELIVERABILITY_SINCE)
+
+    assert since is not None
+    age = await db.fetchval("SELECT now()") - since
+    assert dt.timedelta(minutes=59) < age < dt.timedelta(minutes=61)
 
 
 async def test_delivered_then_bounced_counts_as_delivered_nowhere(
