@@ -10,10 +10,10 @@ waiting and goes alone, at once; under load, deliveries pile up while a commit i
 and the next transaction takes them together, so batches grow with the load by themselves
 (the shape of PostgreSQL's own commit_delay, without the delay).
 
-Up to `writers` transactions run at once, so some are written while others wait for their
-flush, and a low rate (one delivery per transaction) is not held to one round trip at a
-time. Two of them may hold the same deliveries' keys: `write_many` must take its locks in a
-fixed order (key order) so they cannot deadlock.
+One writer runs while deliveries keep up with it: the next batch gathers while its
+statement runs. More (up to `writers`) start only when a full batch is waiting. Two of them
+may then hold the same deliveries' keys: `write_many` must take its locks in a fixed order
+(key order) so they cannot deadlock.
 
 If `write_many` raises (or answers for the wrong number of deliveries), every delivery of
 that batch is written again on its own with `write_one` (the per-request path), one after
@@ -99,7 +99,12 @@ class GroupCommit(Generic[Item, Outcome]):
             await asyncio.gather(*self._running, return_exceptions=True)
 
     def _start_writer(self) -> None:
-        if self._waiting and self._writing < self._writers:
+        # One writer unless a full batch waits: while its statement runs the next batch
+        # gathers, and a batch of many costs PostgreSQL little more than a batch of one (a
+        # writer for every few deliveries made small batches and cost more: bench/RESULTS.md).
+        if not self._waiting or self._writing >= self._writers:
+            return
+        if self._writing == 0 or len(self._waiting) >= self._max_batch:
             self._writing += 1
             task = asyncio.create_task(self._write_waiting())
             self._running.add(task)

@@ -286,3 +286,29 @@ async def test_a_writer_that_fails_answers_its_batch_and_strands_nothing_behind_
     else:
         assert first.result() == 1  # written alone after the batch's bad answer
     assert second.result() == 2
+
+
+async def test_one_writer_runs_until_a_full_batch_waits(pool: asyncpg.Pool) -> None:
+    in_flight, most = 0, 0
+
+    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return list(items)
+
+    async def write_one(item: int) -> int:
+        return item
+
+    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, max_batch=8)
+    trickle = []
+    for n in range(7):  # each arrives while the batch before it is being written
+        trickle.append(asyncio.create_task(group.submit(n)))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*trickle)
+    alone = most
+    await asyncio.gather(*(group.submit(n) for n in range(40)))
+
+    assert (alone, most > 1) == (1, True)
