@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import operator
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,9 @@ def webhook(
             group = commits.get(provider)
             if group is None:
                 write_one = functools.partial(write_alone, pool, config)
-                group = commits[provider] = GroupCommit(pool, grouped.write_many, write_one)
+                group = commits[provider] = GroupCommit(
+                    pool, grouped.write_many, write_one, key=operator.attrgetter("key")
+                )
             summary = await group.submit(delivery)
         else:
             summary = await write_alone(pool, config, delivery)

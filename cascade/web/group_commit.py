@@ -21,7 +21,9 @@ another, so one delivery the database refuses fails alone, as a 500 for its own 
 the rest still commit. (Had the connection broken just after the commit, the second writing
 finds each delivery claimed and answers it as a duplicate: nothing is lost, the summary is.)
 A writer that is itself stopped fails its batch's requests (500: the outcome is unknown) and
-hands what still waits to a new writer.
+hands what still waits to a new writer. A delivery refused on its own is remembered by `key`
+for ten minutes: when its sender retries it, it goes alone at once instead of failing
+another batch.
 
 A request that goes away while it waits (the client hung up) does not take its delivery back:
 the batch commits it, and the sender's retry finds it stored (a duplicate, answered 200).
@@ -31,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -48,6 +51,10 @@ Outcome = TypeVar("Outcome")
 # flush is amortised already.
 MAX_BATCH = 256
 WRITERS = 4
+# A delivery the database refused in a batch is written alone when it comes again (its
+# sender's retries), for this long, among at most this many remembered.
+REFUSED_MEMORY_SECONDS = 600.0
+REFUSED_MEMORY_SIZE = 1_000
 
 
 @dataclass
@@ -67,10 +74,12 @@ class GroupCommit(Generic[Item, Outcome]):
         write_many: Callable[[Connection, Sequence[Item]], Awaitable[list[Outcome]]],
         write_one: Callable[[Item], Awaitable[Outcome]],
         *,
+        key: Callable[[Item], Hashable] | None = None,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
     ) -> None:
         self._pool = pool
+        self._key = key
         self._write_many = write_many
         self._write_one = write_one
         self._max_batch = max_batch
@@ -81,9 +90,21 @@ class GroupCommit(Generic[Item, Outcome]):
         # after always starts a writer of its own rather than wait for one that has left.
         self._writing = 0
         self._running: set[asyncio.Task[None]] = set()
+        # Keys (by `key`) of items refused in a batch, oldest first, with when.
+        self._refused: dict[Hashable, float] = {}
 
     async def submit(self, item: Item) -> Outcome:
         """The item's outcome once its transaction has committed."""
+        if self._refused_lately(item):
+            # Its retries would otherwise make every batch they join fail and fall back to
+            # one delivery at a time, holding up everything queued behind it.
+            try:
+                outcome = await self._write_one(item)
+            except Exception:
+                self._remember_refused(item)  # still refused: remembered afresh
+                raise
+            self._forget(item)
+            return outcome
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(_retrieved)
         self._waiting.append(_Waiting(item, answer))
@@ -151,6 +172,30 @@ class GroupCommit(Generic[Item, Outcome]):
                     waiting.answer.set_exception(interrupted)
             raise
 
+    def _refused_lately(self, item: Item) -> bool:
+        if self._key is None or not self._refused:
+            return False
+        refused_at = self._refused.get(self._key(item))
+        if refused_at is None:
+            return False
+        if time.monotonic() - refused_at > REFUSED_MEMORY_SECONDS:
+            self._forget(item)
+            return False
+        return True
+
+    def _remember_refused(self, item: Item) -> None:
+        if self._key is None:
+            return
+        key = self._key(item)
+        self._refused.pop(key, None)
+        self._refused[key] = time.monotonic()
+        while len(self._refused) > REFUSED_MEMORY_SIZE:
+            del self._refused[next(iter(self._refused))]
+
+    def _forget(self, item: Item) -> None:
+        if self._key is not None:
+            self._refused.pop(self._key(item), None)
+
     async def _write_each(self, batch: list[_Waiting[Item, Outcome]]) -> None:
         # One after another: the other routes and /ready share the pool, and a failed batch
         # of hundreds written at once would take every connection.
@@ -158,6 +203,7 @@ class GroupCommit(Generic[Item, Outcome]):
             try:
                 outcome = await self._write_one(waiting.item)
             except Exception as exc:  # the request's answer: raised in its endpoint
+                self._remember_refused(waiting.item)
                 if not waiting.answer.done():
                     waiting.answer.set_exception(exc)
                 continue

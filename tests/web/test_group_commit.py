@@ -312,3 +312,37 @@ async def test_one_writer_runs_until_a_full_batch_waits(pool: asyncpg.Pool) -> N
     await asyncio.gather(*(group.submit(n) for n in range(40)))
 
     assert (alone, most > 1) == (1, True)
+
+
+async def test_a_delivery_refused_in_a_batch_goes_alone_when_it_comes_again(
+    pool: asyncpg.Pool,
+) -> None:
+    batches: list[list[str]] = []
+    alone: list[str] = []
+
+    async def write_many(conn: Connection, items: Sequence[str]) -> list[str]:
+        batches.append(list(items))
+        if "poison" in items:
+            raise ValueError("refused")
+        return list(items)
+
+    async def write_one(item: str) -> str:
+        alone.append(item)
+        if item == "poison":
+            raise ValueError("refused")
+        return item
+
+    group: GroupCommit[str, str] = GroupCommit(pool, write_many, write_one, key=str)
+    first = await asyncio.gather(
+        *(group.submit(item) for item in ("a", "poison", "b")), return_exceptions=True
+    )
+    alone.clear()
+    again = await asyncio.gather(
+        *(group.submit(item) for item in ("c", "poison", "d")), return_exceptions=True
+    )
+    await group.close()
+
+    assert [type(answer) for answer in first] == [str, ValueError, str]
+    assert [type(answer) for answer in again] == [str, ValueError, str]
+    assert alone == ["poison"]  # the rest of the second burst went as one batch
+    assert batches[-1] == ["c", "d"]
