@@ -3,7 +3,9 @@
 Run it as `uvicorn web:app` or `cascade web`. The pool opens in `lifespan`; routes are listed
 at the bottom. Endpoints are thin: a webhook reads, verifies and parses its delivery
 (cascade/web/deliveries.py) before any transaction opens, then claims it and applies it in
-one transaction whose writes' triggers emit the events; it never calls a handler.
+one transaction whose writes' triggers emit the events; it never calls a handler. Webhooks
+are ASGI apps of their own (`Webhook`), which the app (`CascadeApp`) calls ahead of its
+middleware and router.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import asyncpg
 import pydantic
 from pydantic import BaseModel
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from cascade import workflows
 from cascade.database import configured_url
@@ -47,19 +51,26 @@ from cascade.web import (
     validator,
 )
 from cascade.web import delivery as delivery_reports
-from cascade.web.auth import Access, Endpoint
-from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, receive
+from cascade.web.auth import Access
+from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, read_delivery
 from cascade.web.group_commit import GroupCommit
 from cascade.web.http import (
+    CORRELATION_HEADER,
     ApiError,
     CorrelationId,
     api_error_response,
+    body_chunks,
     correlation_id,
+    correlation_id_of,
     envelope,
+    header_map,
     http_error_response,
+    internal_error,
     invalid,
     parse,
+    read_json,
     read_json_body,
+    send_json,
     unexpected_error_response,
 )
 from cascade.webhooks.signatures import Scheme
@@ -133,48 +144,117 @@ class Grouped(Generic[B]):
     write_many: Callable[[Connection, Sequence[Delivery[B]]], Awaitable[list[Summary]]]
 
 
-def webhook(
-    provider: str,
-    model: type[B],
-    apply: Apply[B],
-    *,
-    event_field: str = "event",
-    composite_key: CompositeKey[B] | None = None,
-    grouped: Grouped[B] | None = None,
-) -> Endpoint:
-    """A provider's webhook: verify and parse (`receive`), then one transaction that claims
-    the delivery (a duplicate answers 200 and changes nothing) and applies it; 202.
-    `composite_key` keys a delivery that carries no id header (deliveries.py). With
-    `grouped`, the deliveries it takes share a transaction with others (group commit) and are
-    answered when it has committed."""
+class Webhook(Generic[B]):
+    """A provider's webhook, as an ASGI app: read the body, verify and parse it
+    (`read_delivery`), then one transaction that claims the delivery (a duplicate answers 200
+    and changes nothing) and applies it; 202. `composite_key` keys a delivery that carries no
+    id header (deliveries.py). With `grouped`, the deliveries it takes share a transaction
+    with others (group commit) and are answered when it has committed.
 
-    async def write_alone(pool: asyncpg.Pool, config: Config, delivery: Delivery[B]) -> Summary:
+    It answers for itself, errors included (the envelope and the correlation id), because
+    `CascadeApp` hands it its POSTs ahead of the middleware and the router: a webhook is the
+    one route whose volume is the senders' to choose, and Starlette's request, response and
+    middleware stack were a third of its CPU (bench/RESULTS.md, "Webhook ingestion")."""
+
+    def __init__(
+        self,
+        provider: str,
+        model: type[B],
+        apply: Apply[B],
+        *,
+        event_field: str = "event",
+        composite_key: CompositeKey[B] | None = None,
+        grouped: Grouped[B] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.apply = apply
+        self.event_field = event_field
+        self.composite_key = composite_key
+        self.grouped = grouped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope)
+        # Set by the CorrelationId middleware when the router brought the request here.
+        correlation = scope.get("state", {}).get("correlation_id") or correlation_id_of(headers)
+        answer_headers = [(CORRELATION_HEADER.encode(), correlation.encode())]
+        try:
+            status, answer = await self._ingest(scope["app"].state, headers, receive, correlation)
+        except ApiError as exc:
+            status, answer = exc.status, exc.envelope()
+        except ClientDisconnect:
+            return  # nobody to answer, and nothing was written
+        except Exception:
+            await send_json(send, 500, internal_error(correlation).envelope(), answer_headers)
+            raise  # for the server to log with its traceback, as Starlette does
+        await send_json(send, status, answer, answer_headers)
+
+    async def _ingest(
+        self, state: State, headers: dict[str, str], receive: Receive, correlation: str
+    ) -> tuple[int, dict[str, Any]]:
+        config: Config = state.config
+        raw = await read_json(headers, body_chunks(receive))
+        delivery = read_delivery(
+            config.sources[self.provider], self.model, headers, raw, correlation,
+            self.composite_key,
+        )  # fmt: skip
+        if self.grouped is not None and self.grouped.takes(delivery.body):
+            summary = await self._group_commit(state).submit(delivery)
+        else:
+            summary = await self._write_alone(state.pool, config, delivery)
+        about = {
+            "provider": delivery.provider,
+            "delivery_id": delivery.key,
+            "verified": delivery.verified,
+            "correlation_id": delivery.correlation_id,
+        }
+        if summary is None:
+            # 200, not 202: nothing new was accepted, and the sender must stop redelivering.
+            return 200, {"status": "duplicate", **about}
+        return 202, {"status": "accepted", **about, **summary}
+
+    async def _write_alone(
+        self, pool: asyncpg.Pool, config: Config, delivery: Delivery[B]
+    ) -> Summary:
         async with pool.acquire() as conn, conn.transaction():
-            event = str(delivery.body.model_dump(include={event_field})[event_field])
+            event = str(delivery.body.model_dump(include={self.event_field})[self.event_field])
             if not await claim(conn, delivery, event):
                 return None
-            return await apply(conn, delivery.body, config)
+            return await self.apply(conn, delivery.body, config)
 
-    async def endpoint(request: Request) -> Response:
-        config = _config(request)
-        delivery = await receive(request, config.sources[provider], model, composite_key)
-        pool = _pool(request)
-        if grouped is not None and grouped.takes(delivery.body):
-            commits: dict[str, GroupCommit[Delivery[B], Summary]] = request.app.state.group_commits
-            group = commits.get(provider)
-            if group is None:
-                write_one = functools.partial(write_alone, pool, config)
-                group = commits[provider] = GroupCommit(
-                    pool, grouped.write_many, write_one, key=operator.attrgetter("key")
-                )
-            summary = await group.submit(delivery)
-        else:
-            summary = await write_alone(pool, config, delivery)
-        if summary is None:
-            return _duplicate(delivery)
-        return _accepted(delivery, summary)
+    def _group_commit(self, state: State) -> GroupCommit[Delivery[B], Summary]:
+        assert self.grouped is not None
+        commits: dict[str, GroupCommit[Delivery[B], Summary]] = state.group_commits
+        group = commits.get(self.provider)
+        if group is None:
+            write_one = functools.partial(self._write_alone, state.pool, state.config)
+            group = commits[self.provider] = GroupCommit(
+                state.pool, self.grouped.write_many, write_one, key=operator.attrgetter("key")
+            )
+        return group
 
-    return endpoint
+
+class CascadeApp(Starlette):
+    """Starlette, with one shortcut: a POST to a provider's webhook goes straight to its
+    `Webhook`, which answers for itself, without the middleware and the router. Any other
+    request, and a webhook reached under another path (a root_path), takes the usual way."""
+
+    def __init__(self, *, routes: Sequence[BaseRoute], **options: Any) -> None:
+        super().__init__(routes=routes, **options)
+        self.webhooks = {
+            route.path: route.endpoint
+            for route in routes
+            if isinstance(route, Route) and isinstance(route.endpoint, Webhook)
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            webhook = self.webhooks.get(scope["path"])
+            if webhook is not None:
+                scope["app"] = self
+                await webhook(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _settle_apify(
@@ -205,24 +285,6 @@ async def _apply_heyreach(
     conn: Connection, body: heyreach.HeyReachEvent, config: Config
 ) -> dict[str, Any]:
     return (await heyreach.apply(conn, body)).as_json()
-
-
-def _accepted(delivery: Delivery[Any], summary: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"status": "accepted", **_about(delivery), **summary}, 202)
-
-
-def _duplicate(delivery: Delivery[Any]) -> JSONResponse:
-    # 200, not 202: nothing new was accepted, and the sender must stop redelivering.
-    return JSONResponse({"status": "duplicate", **_about(delivery)}, 200)
-
-
-def _about(delivery: Delivery[Any]) -> dict[str, Any]:
-    return {
-        "provider": delivery.provider,
-        "delivery_id": delivery.key,
-        "verified": delivery.verified,
-        "correlation_id": delivery.correlation_id,
-    }
 
 
 async def trigger_workflow(request: Request) -> JSONResponse:
@@ -286,7 +348,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 def create_app(
     database_url: str | None = None, environ: Mapping[str, str] = os.environ
-) -> Starlette:
+) -> CascadeApp:
     url = database_url or configured_url(environ)
     if url is None:
         raise RuntimeError(
@@ -322,7 +384,7 @@ def create_app(
                 await group.close()
             await app.state.pool.close()
 
-    return Starlette(
+    return CascadeApp(
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[Middleware(CorrelationId)],
@@ -346,21 +408,21 @@ ROUTES = [
     Route("/api/health", health),
     Route("/ready", ready),
     Route(
-        "/webhooks/apify", webhook("apify", apify.ApifyDelivery, _settle_apify), methods=["POST"]
+        "/webhooks/apify", Webhook("apify", apify.ApifyDelivery, _settle_apify), methods=["POST"]
     ),
     Route(
         "/webhooks/validator",
-        webhook("validator", validator.ValidatorDelivery, _apply_validator),
+        Webhook("validator", validator.ValidatorDelivery, _apply_validator),
         methods=["POST"],
     ),
     Route(
         "/webhooks/delivery",
-        webhook("delivery", delivery_reports.DeliveryReport, _apply_delivery),
+        Webhook("delivery", delivery_reports.DeliveryReport, _apply_delivery),
         methods=["POST"],
     ),
     Route(
         "/webhooks/instantly",
-        webhook(
+        Webhook(
             "instantly",
             instantly.InstantlyEvent,
             _apply_instantly,
@@ -372,7 +434,7 @@ ROUTES = [
     ),
     Route(
         "/webhooks/heyreach",
-        webhook(
+        Webhook(
             "heyreach",
             heyreach.HeyReachEvent,
             _apply_heyreach,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvloop
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message
 
 from bench.server import server_url
@@ -108,6 +109,7 @@ async def drive(
 
 
 async def measure(args: argparse.Namespace, url: str, target: Target) -> Outcome:
+    app: Starlette
     if args.app == "real":
         from web import create_app
 

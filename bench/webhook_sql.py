@@ -2,7 +2,7 @@
 (`python -m bench.webhooks sql-cost`; bench/webhooks.py's `run` measures the whole request).
 
 The statements are the app's own constants (cascade/web/deliveries.py, cascade/web/
-instantly.py) and the `one-statement` prototype's (bench/webhook_server.py), sent through
+instantly.py) and the `one-statement` prototype's (below), sent through
 asyncpg as the app sends them, by CONNECTIONS connections in a loop for SECONDS each, on a
 fresh database seeded like the `instantly` target. What is reported is the CPU of the
 server backends serving those connections (from /proc, so the server must be local) per
@@ -32,9 +32,42 @@ import asyncpg
 
 from bench.phase1 import _cpu_seconds
 from bench.webhook_scenarios import DUPLICATE_ID, INSTANTLY
-from bench.webhook_server import INSTANTLY_IN_ONE_STATEMENT
 from cascade.web.deliveries import CLAIM_DELIVERY
 from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT
+
+# The `one-statement` prototype (once a variant of bench/webhook_server.py): set the
+# correlation id, claim, find the message Instantly names, record the engagement (whose
+# statement trigger emits the event, reading the correlation id), in one implicit
+# transaction. `claimed` is false for a duplicate.
+INSTANTLY_IN_ONE_STATEMENT: LiteralString = """
+    WITH correlation AS (SELECT set_config('cascade.correlation_id', $5, true)),
+    claimed AS (
+        INSERT INTO marketing.processed_webhook_events
+            (provider, event_key, event_name, verified, correlation_id)
+        SELECT 'instantly', $1, $2, $3, $5 FROM correlation
+        ON CONFLICT (provider, event_key) DO NOTHING
+        RETURNING event_key
+    ),
+    target AS (
+        SELECT contact_id, id AS message_id, campaign_id
+          FROM marketing.message_queue
+         WHERE provider = 'instantly' AND provider_message_id = $6
+         ORDER BY id DESC
+         LIMIT 1
+    ),
+    recorded AS (
+        INSERT INTO marketing.engagement_events
+            (contact_id, message_id, campaign_id, event_type, metadata, provider,
+             provider_event_id, occurred_at)
+        SELECT t.contact_id, t.message_id, t.campaign_id, $4, $7::jsonb, 'instantly',
+               c.event_key, coalesce($8, now())
+          FROM claimed AS c, target AS t
+        ON CONFLICT ON CONSTRAINT engagement_events_provider_event_key DO NOTHING
+        RETURNING id, contact_id, message_id
+    )
+    SELECT EXISTS (SELECT FROM claimed) AS claimed, r.id, r.contact_id, r.message_id
+      FROM (SELECT) AS one LEFT JOIN recorded AS r ON true
+"""
 
 CONNECTIONS = 8
 SECONDS = 8.0

@@ -31,9 +31,8 @@ makes the numbers meaningless, and the report says so). Afterwards the claims in
 marketing.processed_webhook_events are counted against the answers the load processes saw.
 
 `--variants` adds unique-deliveries runs of the app changed in the server process only
-(bench/webhook_server.py: `walk-off` skips http.parse's unstorable() walk, `one-statement`
-prototypes an Instantly delivery in one statement; `a+b` combines them), to measure a
-proposal before anyone makes it.
+(bench/webhook_server.py: `walk-off` skips http.parse's unstorable() walk; `a+b` combines
+variants), to measure a proposal before anyone makes it.
 `--notify` adds unique-deliveries runs with a listener that seems asleep, so that each
 event's insert also sends the wake-up NOTIFY (no listener runs otherwise, and
 triggers/900_wake_listeners.sql skips it). `--profile` runs the real server under py-spy (on

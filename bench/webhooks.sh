@@ -4,7 +4,7 @@
 # constant-rate client (latency at half the peak). A measurement, not a test.
 #   bench/webhooks.sh run                        Instantly email_opened; wrk -c 16, 64; 15 s
 #   bench/webhooks.sh run --target apify --repeats 3
-#   bench/webhooks.sh run --variants walk-off one-statement
+#   bench/webhooks.sh run --variants walk-off
 #                                                also the app with proposed changes (in the
 #                                                bench's server process only)
 #   bench/webhooks.sh parse-cost                 http.parse's walk, timed with timeit

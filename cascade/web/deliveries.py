@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from typing import Generic, LiteralString, TypeVar
 
 from pydantic import BaseModel
-from starlette.requests import Request
 
 from cascade.handling import Connection
-from cascade.web.http import ApiError, correlation_id, parse, read_json_body
+from cascade.web.http import ApiError, parse
 from cascade.web.metrics import WEBHOOK_VERIFICATION_FAILURES
 from cascade.webhooks.signatures import ProviderSecrets, Scheme, verify
 
@@ -151,19 +150,20 @@ class Delivery(Generic[Body]):
 CompositeKey = Callable[[Body], str | None]
 
 
-async def receive(
-    request: Request,
+def read_delivery(
     source: WebhookSource,
     model: type[Body],
+    headers: Mapping[str, str],
+    raw: bytes,
+    correlation_id: str,
     composite_key: CompositeKey[Body] | None = None,
 ) -> Delivery[Body]:
-    """Read, authenticate and parse one delivery; nothing is written yet."""
-    raw = await read_json_body(request)
-    verified = source.check(request.headers, raw)
+    """Authenticate and parse one delivery, read whole as `raw`; nothing is written yet."""
+    verified = source.check(headers, raw)
     body = parse(model, raw)
     composite = composite_key(body) if composite_key is not None else None
-    key = delivery_key(request.headers if source.trusts_id_headers else {}, raw, composite)
-    return Delivery(source.provider, body, key, verified, correlation_id(request), composite)
+    key = delivery_key(headers if source.trusts_id_headers else {}, raw, composite)
+    return Delivery(source.provider, body, key, verified, correlation_id, composite)
 
 
 def delivery_key(headers: Mapping[str, str], raw: bytes, composite: str | None = None) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -43,13 +45,14 @@ class ApiError(Exception):
         self.message = message
         self.details = details or {}
 
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
 
 def envelope(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "details": details or {}}}, status
-    )
+    return JSONResponse(ApiError(status, code, message, details).envelope(), status)
 
 
 async def api_error_response(request: Request, exc: Exception) -> Response:
@@ -62,11 +65,15 @@ async def unexpected_error_response(request: Request, exc: Exception) -> Respons
     exception again after this answer, so the server logs it with its traceback; the
     correlation id ties the two together."""
     found = getattr(request.state, "correlation_id", None)  # unset if the bug came first
-    message = "the server failed on this request; the failure is logged"
-    response = envelope(500, "internal_error", message, {"correlation_id": found})
+    response = JSONResponse(internal_error(found).envelope(), 500)
     if found is not None:
         response.headers[CORRELATION_HEADER] = found  # outside CorrelationId: set it here
     return response
+
+
+def internal_error(correlation_id: str | None) -> ApiError:
+    message = "the server failed on this request; the failure is logged"
+    return ApiError(500, "internal_error", message, {"correlation_id": correlation_id})
 
 
 async def http_error_response(request: Request, exc: Exception) -> Response:
@@ -109,8 +116,7 @@ class CorrelationId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(CORRELATION_HEADER, "")
-        correlation_id = given if _CORRELATION_ID.fullmatch(given) else _new_correlation_id()
+        correlation_id = correlation_id_of(Headers(scope=scope))
         scope.setdefault("state", {})["correlation_id"] = correlation_id
 
         async def send_with_id(message: Message) -> None:
@@ -119,6 +125,12 @@ class CorrelationId:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def correlation_id_of(headers: Mapping[str, str]) -> str:
+    """The request's `x-correlation-id` if it is a short printable token, else a new one."""
+    given = headers.get(CORRELATION_HEADER, "")
+    return given if _CORRELATION_ID.fullmatch(given) else _new_correlation_id()
 
 
 def _new_correlation_id() -> str:
@@ -137,8 +149,15 @@ def correlation_id(request: Request) -> str:
 async def read_json_body(request: Request, *, allow_empty: bool = False) -> bytes:
     """The raw body of a JSON request, at most MAX_BODY_BYTES. 415 for another media type,
     413 when too large. `allow_empty` lets a body-less POST through as b""."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    declared = request.headers.get("content-length", "")
+    return await read_json(request.headers, request.stream(), allow_empty=allow_empty)
+
+
+async def read_json(
+    headers: Mapping[str, str], stream: AsyncIterator[bytes], *, allow_empty: bool = False
+) -> bytes:
+    """`read_json_body` of a request given as its headers and its body's chunks."""
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    declared = headers.get("content-length", "")
     if allow_empty and declared == "0" and not media_type:
         return b""
     if media_type != "application/json":
@@ -150,11 +169,49 @@ async def read_json_body(request: Request, *, allow_empty: bool = False) -> byte
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _too_large()
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in stream:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise _too_large()
     return bytes(body)
+
+
+# -- the ASGI side, for an endpoint that skips Starlette's request and response (web.Webhook) --
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (ASGI gives them lower-cased), the first of
+    repeated ones as Starlette's Headers.get gives it."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body as it arrives; ClientDisconnect if the client leaves first."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def send_json(
+    send: Send, status: int, content: Any, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """`content` as JSONResponse would answer it (compact UTF-8), written straight to ASGI,
+    with `headers` (raw: lower-case name, value) besides its type and length."""
+    body = pydantic_core.to_json(content)
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _too_large() -> ApiError:
