@@ -11,9 +11,12 @@ and the next transaction takes them together, so batches grow with the load by t
 (the shape of PostgreSQL's own commit_delay, without the delay).
 
 One writer runs while deliveries keep up with it: the next batch gathers while its
-statement runs. More (up to `writers`) start only when a full batch is waiting. Two of them
-may then hold the same deliveries' keys: `write_many` must take its locks in a fixed order
-(key order) so they cannot deadlock.
+statement runs. A writer that finds a backlog (at least twice `share_from` waiting) takes half
+and starts another writer for the rest, up to `writers`, so that two statements run on two
+connections while the server reads what comes next, instead of one long batch and the
+server taking turns; a full batch waiting starts another writer too. Two of them may hold
+the same deliveries' keys: `write_many` must take its locks in a fixed order (key order) so
+they cannot deadlock.
 
 If `write_many` raises (or answers for the wrong number of deliveries), every delivery of
 that batch is written again on its own with `write_one` (the per-request path), one after
@@ -51,6 +54,11 @@ Outcome = TypeVar("Outcome")
 # flush is amortised already.
 MAX_BATCH = 256
 WRITERS = 4
+# A writer shares a backlog of at least twice this many with another writer. Below it, one
+# bigger batch costs PostgreSQL less per delivery than two small ones; above it, the halves
+# cut the wait: at half the bench's peak, p99 9-13 ms shared against 26-39 ms with one writer
+# taking all (bench/RESULTS.md, "Webhook ingestion").
+SHARE_FROM = 16
 # A delivery the database refused in a batch is written alone when it comes again (its
 # sender's retries), for this long, among at most this many remembered.
 REFUSED_MEMORY_SECONDS = 600.0
@@ -77,6 +85,7 @@ class GroupCommit(Generic[Item, Outcome]):
         key: Callable[[Item], Hashable] | None = None,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
+        share_from: int = SHARE_FROM,
     ) -> None:
         self._pool = pool
         self._key = key
@@ -84,6 +93,7 @@ class GroupCommit(Generic[Item, Outcome]):
         self._write_one = write_one
         self._max_batch = max_batch
         self._writers = writers
+        self._share_from = share_from
         self._waiting: list[_Waiting[Item, Outcome]] = []
         # Counted by the writers themselves, not by their tasks' done callbacks: a writer
         # that has found nothing waiting is gone at once, so a delivery handed over just
@@ -120,22 +130,30 @@ class GroupCommit(Generic[Item, Outcome]):
             await asyncio.gather(*self._running, return_exceptions=True)
 
     def _start_writer(self) -> None:
-        # One writer unless a full batch waits: while its statement runs the next batch
-        # gathers, and a batch of many costs PostgreSQL little more than a batch of one (a
-        # writer for every few deliveries made small batches and cost more: bench/RESULTS.md).
+        # On a hand-over: a writer if none runs, another only for a full batch. A writer per
+        # delivery or two would make batches of one or two, which cost more (bench/RESULTS.md);
+        # a backlog is shared by the writer that finds it (_write_waiting).
+        if self._writing == 0 or len(self._waiting) >= self._max_batch:
+            self._start_another()
+
+    def _start_another(self) -> None:
         if not self._waiting or self._writing >= self._writers:
             return
-        if self._writing == 0 or len(self._waiting) >= self._max_batch:
-            self._writing += 1
-            task = asyncio.create_task(self._write_waiting())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        self._writing += 1
+        task = asyncio.create_task(self._write_waiting())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _write_waiting(self) -> None:
         try:
             while self._waiting:
-                batch = self._waiting[: self._max_batch]
-                del self._waiting[: self._max_batch]
+                size = min(len(self._waiting), self._max_batch)
+                if size >= 2 * self._share_from and self._writing < self._writers:
+                    size = (size + 1) // 2
+                batch = self._waiting[:size]
+                del self._waiting[:size]
+                if len(self._waiting) >= self._share_from:
+                    self._start_another()
                 await self._write(batch)
         finally:
             self._writing -= 1

@@ -314,6 +314,35 @@ async def test_one_writer_runs_until_a_full_batch_waits(pool: asyncpg.Pool) -> N
     assert (alone, most > 1) == (1, True)
 
 
+async def test_a_writer_that_finds_a_backlog_takes_half_and_leaves_the_rest_to_another(
+    pool: asyncpg.Pool,
+) -> None:
+    batches: list[int] = []
+    in_flight, most = 0, 0
+
+    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
+        nonlocal in_flight, most
+        batches.append(len(items))
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return list(items)
+
+    async def write_one(item: int) -> int:
+        return item
+
+    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, share_from=4)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.sleep(0.005)  # its writer is writing it alone
+    backlog = [asyncio.create_task(group.submit(n)) for n in range(1, 21)]
+
+    assert await asyncio.gather(first, *backlog) == list(range(21))
+    # 20 waiting: half for the first writer, the rest to a second, which halves it again
+    # with a third; 5 is under twice share_from and goes whole.
+    assert (batches, most) == ([1, 10, 5, 5], 3)
+
+
 async def test_a_delivery_refused_in_a_batch_goes_alone_when_it_comes_again(
     pool: asyncpg.Pool,
 ) -> None:
