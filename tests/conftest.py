@@ -97,12 +97,19 @@ def empty_database_url(server_url: str) -> Iterator[str]:
     drop_database(server_url, name)
 
 
-@pytest.fixture
-def database_url(server_url: str, template_name: str) -> Iterator[str]:
-    """A fresh, migrated database for this test alone."""
+@contextlib.contextmanager
+def fresh_database(server_url: str, template_name: str) -> Iterator[str]:
+    """A database cloned from the migrated template, dropped afterwards: its URL."""
     name = create_database(server_url, template_name)
     yield database.with_database(server_url, name)
     drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_name: str) -> Iterator[str]:
+    """A fresh, migrated database for this test alone."""
+    with fresh_database(server_url, template_name) as url:
+        yield url
 
 
 @pytest.fixture

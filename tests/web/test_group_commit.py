@@ -288,51 +288,45 @@ async def test_a_writer_that_fails_answers_its_batch_and_strands_nothing_behind_
     assert second.result() == 2
 
 
-async def test_one_writer_runs_until_a_full_batch_waits(pool: asyncpg.Pool) -> None:
-    in_flight, most = 0, 0
+class SlowWrites:
+    """Writes of numbers that take a while: each batch's size, and the most written at once."""
 
-    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.in_flight = 0
+        self.most = 0
+
+    async def write_many(self, conn: Connection, items: Sequence[int]) -> list[int]:
+        self.batches.append(len(items))
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
         await asyncio.sleep(0.02)
-        in_flight -= 1
+        self.in_flight -= 1
         return list(items)
 
-    async def write_one(item: int) -> int:
+    async def write_one(self, item: int) -> int:
         return item
 
-    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, max_batch=8)
+
+async def test_one_writer_runs_until_a_full_batch_waits(pool: asyncpg.Pool) -> None:
+    writes = SlowWrites()
+    group = GroupCommit(pool, writes.write_many, writes.write_one, max_batch=8)
     trickle = []
     for n in range(7):  # each arrives while the batch before it is being written
         trickle.append(asyncio.create_task(group.submit(n)))
         await asyncio.sleep(0.005)
     await asyncio.gather(*trickle)
-    alone = most
+    alone = writes.most
     await asyncio.gather(*(group.submit(n) for n in range(40)))
 
-    assert (alone, most > 1) == (1, True)
+    assert (alone, writes.most > 1) == (1, True)
 
 
 async def test_a_writer_that_finds_a_backlog_takes_half_and_leaves_the_rest_to_another(
     pool: asyncpg.Pool,
 ) -> None:
-    batches: list[int] = []
-    in_flight, most = 0, 0
-
-    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
-        nonlocal in_flight, most
-        batches.append(len(items))
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.02)
-        in_flight -= 1
-        return list(items)
-
-    async def write_one(item: int) -> int:
-        return item
-
-    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, share_from=4)
+    writes = SlowWrites()
+    group = GroupCommit(pool, writes.write_many, writes.write_one, share_from=4)
     first = asyncio.create_task(group.submit(0))
     await asyncio.sleep(0.005)  # its writer is writing it alone
     backlog = [asyncio.create_task(group.submit(n)) for n in range(1, 21)]
@@ -340,7 +334,7 @@ async def test_a_writer_that_finds_a_backlog_takes_half_and_leaves_the_rest_to_a
     assert await asyncio.gather(first, *backlog) == list(range(21))
     # 20 waiting: half for the first writer, the rest to a second, which halves it again
     # with a third; 5 is under twice share_from and goes whole.
-    assert (batches, most) == ([1, 10, 5, 5], 3)
+    assert (writes.batches, writes.most) == ([1, 10, 5, 5], 3)
 
 
 async def test_a_delivery_refused_in_a_batch_goes_alone_when_it_comes_again(

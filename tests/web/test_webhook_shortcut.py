@@ -19,9 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from cascade import database
 from cascade.webhooks.signatures import sign_standard
-from tests.conftest import create_database, drop_database
+from tests.conftest import fresh_database
 from web import CascadeApp, Webhook, create_app
 
 APIFY_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -72,9 +71,8 @@ def requests() -> list[Request]:
 
 @pytest.fixture
 def second_database_url(server_url: str, template_name: str) -> Iterator[str]:
-    name = create_database(server_url, template_name)
-    yield database.with_database(server_url, name)
-    drop_database(server_url, name)
+    with fresh_database(server_url, template_name) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
