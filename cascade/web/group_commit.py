@@ -12,7 +12,7 @@ and the next transaction takes them together, so batches grow with the load by t
 
 One writer runs while deliveries keep up with it: the next batch gathers while its
 statement runs. A writer that finds a backlog (at least twice `share_from` waiting) takes half
-and starts another writer for the rest, up to `writers`, so that two statements run on two
+and hands the rest to a new writer, up to `writers`, so that two statements run on two
 connections while the server reads what comes next, instead of one long batch and the
 server taking turns; a full batch waiting starts another writer too. Two of them may hold
 the same deliveries' keys: `write_many` must take its locks in a fixed order (key order) so
@@ -24,7 +24,8 @@ another, so one delivery the database refuses fails alone, as a 500 for its own 
 the rest still commit. (Had the connection broken just after the commit, the second writing
 finds each delivery claimed and answers it as a duplicate: nothing is lost, the summary is.)
 A writer that is itself stopped fails its batch's requests (500: the outcome is unknown) and
-hands what still waits to a new writer. A delivery refused on its own is remembered by `key`
+hands what still waits to a new writer; one stopped before its first step fails the half it
+was handed. A delivery refused on its own is remembered by `key`
 for ten minutes: when its sender retries it, it goes alone at once instead of failing
 another batch.
 
@@ -100,6 +101,11 @@ class GroupCommit(Generic[Item, Outcome]):
         # after always starts a writer of its own rather than wait for one that has left.
         self._writing = 0
         self._running: set[asyncio.Task[None]] = set()
+        # Writers not yet past their first step, with the batch each was handed: one stopped
+        # before it (its `finally` never runs) is counted out and fails that batch in
+        # `_writer_ended`.
+        self._unstarted: dict[asyncio.Task[None], list[_Waiting[Item, Outcome]]] = {}
+        self._started_writers = 0
         # Keys (by `key`) of items refused in a batch, oldest first, with when.
         self._refused: dict[Hashable, float] = {}
 
@@ -136,29 +142,49 @@ class GroupCommit(Generic[Item, Outcome]):
         if self._writing == 0 or len(self._waiting) >= self._max_batch:
             self._start_another()
 
-    def _start_another(self) -> None:
-        if not self._waiting or self._writing >= self._writers:
+    def _start_another(self, batch: list[_Waiting[Item, Outcome]] | None = None) -> None:
+        """A new writer, for `batch` first when one is handed over, then for what waits."""
+        if self._writing >= self._writers or not (batch or self._waiting):
             return
         self._writing += 1
-        task = asyncio.create_task(self._write_waiting())
+        self._started_writers += 1
+        name = f"group commit writer {self._started_writers}"
+        task = asyncio.create_task(self._write_waiting(batch or []), name=name)
+        self._unstarted[task] = batch or []
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._writer_ended)
 
-    async def _write_waiting(self) -> None:
+    async def _write_waiting(self, batch: list[_Waiting[Item, Outcome]]) -> None:
+        this = asyncio.current_task()
+        if this is not None:
+            self._unstarted.pop(this, None)  # started: its `finally` counts it out
         try:
-            while self._waiting:
-                size = min(len(self._waiting), self._max_batch)
-                if size >= 2 * self._share_from and self._writing < self._writers:
-                    size = (size + 1) // 2
-                batch = self._waiting[:size]
-                del self._waiting[:size]
-                if len(self._waiting) >= self._share_from:
-                    self._start_another()
+            while batch or self._waiting:
+                if not batch:
+                    batch = self._waiting[: self._max_batch]
+                    del self._waiting[: self._max_batch]
+                if len(batch) >= 2 * self._share_from and self._writing < self._writers:
+                    # The other half goes to a writer of its own at once, so that no writer
+                    # starts to find that another has taken its work.
+                    half = (len(batch) + 1) // 2
+                    self._start_another(batch[half:])
+                    batch = batch[:half]
                 await self._write(batch)
+                batch = []
         finally:
             self._writing -= 1
             # A writer that ended by an error leaves what still waits to a new one.
             self._start_writer()
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        batch = self._unstarted.pop(task, None)
+        if batch is None:
+            return  # it ran: its own `finally` counted it out
+        # Stopped before its first step: counted out here, its batch's requests answered.
+        self._writing -= 1
+        _interrupt(batch, asyncio.CancelledError())
+        self._start_writer()
 
     async def _write(self, batch: list[_Waiting[Item, Outcome]]) -> None:
         try:
@@ -183,11 +209,7 @@ class GroupCommit(Generic[Item, Outcome]):
             # The writer itself is stopped (cancelled): no request may wait for ever. Whether
             # its delivery committed is unknown, so it gets a 500 and its sender retries
             # (a duplicate then, answered 200, if it had).
-            interrupted = RuntimeError("the group commit was interrupted")
-            interrupted.__cause__ = exc
-            for waiting in batch:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(interrupted)
+            _interrupt(batch, exc)
             raise
 
     def _refused_lately(self, item: Item) -> bool:
@@ -227,6 +249,14 @@ class GroupCommit(Generic[Item, Outcome]):
                 continue
             if not waiting.answer.done():
                 waiting.answer.set_result(outcome)
+
+
+def _interrupt(batch: list[_Waiting[Item, Outcome]], cause: BaseException) -> None:
+    interrupted = RuntimeError("the group commit was interrupted")
+    interrupted.__cause__ = cause
+    for waiting in batch:
+        if not waiting.answer.done():
+            waiting.answer.set_exception(interrupted)
 
 
 def _retrieved(answer: asyncio.Future[Any]) -> None:

@@ -337,6 +337,75 @@ async def test_a_writer_that_finds_a_backlog_takes_half_and_leaves_the_rest_to_a
     assert (writes.batches, writes.most) == ([1, 10, 5, 5], 3)
 
 
+async def test_under_random_arrivals_every_writer_has_work_and_at_most_writers_run(
+    pool: asyncpg.Pool,
+) -> None:
+    rng = random.Random(7)
+    idle, started = 0, 0
+    writes = SlowWrites()
+
+    class Watched(GroupCommit[int, int]):
+        async def _write_waiting(self, batch: list[Any]) -> None:
+            nonlocal idle, started
+            started += 1
+            idle += not (batch or self._waiting)
+            await super()._write_waiting(batch)
+
+    group = Watched(pool, writes.write_many, writes.write_one, max_batch=32, writers=3,
+                    share_from=2)  # fmt: skip
+    submitted = []
+    for n in range(2000):
+        submitted.append(asyncio.create_task(group.submit(n)))
+        if rng.random() < 0.05:
+            await asyncio.sleep(rng.uniform(0, 0.004))
+
+    assert await asyncio.wait_for(asyncio.gather(*submitted), timeout=60) == list(range(2000))
+    assert (sum(writes.batches), writes.most <= 3) == (2000, True)
+    assert (started > 1, idle) == (True, 0)
+
+
+def writer_tasks() -> list[asyncio.Task[Any]]:
+    return sorted(
+        (t for t in asyncio.all_tasks() if t.get_name().startswith("group commit writer")),
+        key=lambda t: int(t.get_name().rpartition(" ")[2]),
+    )
+
+
+async def test_a_writer_stopped_before_it_starts_strands_no_delivery(pool: asyncpg.Pool) -> None:
+    writes = SlowWrites()
+    group = GroupCommit(pool, writes.write_many, writes.write_one)
+    first = asyncio.create_task(group.submit(1))
+    await asyncio.sleep(0)  # the submission has started a writer, which has not run yet
+    [writer] = writer_tasks()
+    writer.cancel()
+
+    # Another writer takes the delivery, and the group still closes and takes more.
+    assert await asyncio.wait_for(first, timeout=5) == 1
+    await asyncio.wait_for(group.close(), timeout=5)
+    assert await asyncio.wait_for(group.submit(2), timeout=5) == 2
+
+
+async def test_a_half_handed_to_a_writer_stopped_before_it_starts_is_answered(
+    pool: asyncpg.Pool,
+) -> None:
+    writes = SlowWrites()
+    group = GroupCommit(pool, writes.write_many, writes.write_one, share_from=4)
+    submitted = [asyncio.create_task(group.submit(n)) for n in range(20)]
+    await asyncio.sleep(0)  # all handed over; the first writer is made, not yet run
+    await asyncio.sleep(0)  # it took the 20, kept 10 and handed 10 to a second writer
+    _, second_writer = writer_tasks()
+    second_writer.cancel()  # before its first step
+    _, waiting = await asyncio.wait(submitted, timeout=5)
+
+    assert not waiting, "requests left waiting for a writer that never ran"
+    assert [t.result() for t in submitted[:10]] == list(range(10))
+    for request in submitted[10:]:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            request.result()
+    await asyncio.wait_for(group.close(), timeout=5)
+    assert await asyncio.wait_for(group.submit(99), timeout=5) == 99
+
+
 async def test_a_delivery_refused_in_a_batch_goes_alone_when_it_comes_again(
     pool: asyncpg.Pool,
 ) -> None:

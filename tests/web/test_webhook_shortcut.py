@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from cascade.webhooks.signatures import sign_standard
 from tests.conftest import fresh_database
+from tests.web.conftest import StartServer
 from web import CascadeApp, Webhook, create_app
 
 APIFY_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -28,7 +29,8 @@ INSTANTLY_SHARED = "instantly-shared-value"
 ENVIRON = {"WEBHOOK_SECRET_APIFY": APIFY_SECRET, "WEBHOOK_SECRET_INSTANTLY": INSTANTLY_SHARED}
 TIMESTAMP = int(time.time())
 
-Request = tuple[str, str, dict[str, str], bytes]  # method, path, headers, body
+# method, path, headers (a list where one repeats), body
+Request = tuple[str, str, dict[str, str] | list[tuple[str, str]], bytes]
 
 
 def instantly(event_type: str = "email_opened", **fields: Any) -> bytes:
@@ -188,3 +190,48 @@ async def test_a_client_that_hangs_up_mid_body_gets_no_answer_and_leaves_nothing
 
     assert sent == []
     assert await db.fetchval("SELECT count(*) FROM marketing.processed_webhook_events") == 0
+
+
+async def test_a_signed_delivery_replayed_under_an_extra_leading_webhook_id_is_refused(
+    database_url: str, second_database_url: str
+) -> None:
+    # Headers are read as their first copy, for the signature and for the key alike: a
+    # replay that puts a fresh webhook-id before the signed one is checked against "fresh"
+    # and refused, not verified under the signed id and then stored as a new delivery.
+    body = apify()
+    signed = list(sign_standard(APIFY_SECRET, "msg_1", TIMESTAMP, body).items())
+    json_body = [("content-type", "application/json")]
+    original = ("POST", "/webhooks/apify", json_body + signed, body)
+    replay = ("POST", "/webhooks/apify", [*json_body, ("webhook-id", "fresh"), *signed], body)
+
+    async with serving(database_url) as app:
+        shortcut = await answers(app, [original, replay])
+    async with serving(second_database_url) as app:
+        routed = await answers(through_router(app), [original, replay])
+
+    assert [status for status, _, _ in shortcut] == [202, 401]
+    assert [status for status, _, _ in routed] == [202, 401]
+
+
+async def test_a_webhook_over_http_takes_a_chunked_body_and_a_query_and_refuses_other_methods(
+    start_server: StartServer,
+) -> None:
+    base = start_server(ENVIRON)
+    headers = {"x-webhook-secret": INSTANTLY_SHARED, "content-type": "application/json"}
+    body = instantly(step=2)
+
+    async def in_three_byte_chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 3):
+            yield body[start : start + 3]
+
+    async with httpx.AsyncClient(base_url=base) as client:
+        chunked = await client.post("/webhooks/instantly", headers=headers,
+                                    content=in_three_byte_chunks())  # fmt: skip
+        query = await client.post("/webhooks/instantly?x=1", headers=headers,
+                                  content=instantly(step=3))  # fmt: skip
+        empty = await client.post("/webhooks/instantly", headers=headers, content=b"")
+        head = await client.head("/webhooks/instantly")
+
+    assert (chunked.status_code, query.status_code, empty.status_code) == (202, 202, 422)
+    assert chunked.headers["x-correlation-id"] == chunked.json()["correlation_id"]
+    assert (head.status_code, head.headers["allow"]) == (405, "POST")
