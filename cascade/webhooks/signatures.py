@@ -134,7 +134,12 @@ def verify(
         return Verification("unverified", f"{secrets.provider} signs nothing: unverified")
     if not secrets.keys:
         return Verification("unverified", f"{secrets.variable} is not set: unverified")
-    lowered = {name.lower(): value for name, value in headers.items()}
+    # The first copy of a repeated header, as Starlette's Headers.get and a delivery's key
+    # read it: reading the last here let a signed delivery be replayed under an extra
+    # webhook-id placed before the signed one (verified under one id, stored under another).
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered.setdefault(name.lower(), value)
     match secrets.scheme:
         case Scheme.STANDARD:
             return _verify_standard(secrets, lowered, body, now)

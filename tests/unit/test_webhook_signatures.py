@@ -8,6 +8,7 @@ import hmac
 from collections.abc import Callable
 
 import pytest
+from starlette.datastructures import Headers
 
 from cascade.webhooks.signatures import (
     ConfigurationError,
@@ -104,6 +105,19 @@ def test_verify_standard__rejects_a_tampered_signature() -> None:
     verification = verify(provider(Scheme.STANDARD, NEW), headers, BODY, NOW)
 
     assert_rejected(verification, "bad_signature", "webhook-signature")
+
+
+def test_verify_standard__reads_the_first_copy_of_a_repeated_header() -> None:
+    # A replay with a fresh webhook-id placed before the signed one: a delivery's key reads
+    # the first copy, so the signature must be checked against it too.
+    signed = standard_headers()
+    repeated = Headers(raw=[(b"webhook-id", b"fresh")] + [
+        (name.encode(), value.encode()) for name, value in signed.items()
+    ])  # fmt: skip
+
+    verification = verify(provider(Scheme.STANDARD, NEW), repeated, BODY, NOW)
+
+    assert_rejected(verification, "bad_signature")
 
 
 def test_verify_standard__rejects_a_signature_made_with_another_secret() -> None:
