@@ -53,7 +53,7 @@ from cascade.web import (
 from cascade.web import delivery as delivery_reports
 from cascade.web.auth import Access
 from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, read_delivery
-from cascade.web.group_commit import GroupCommit
+from cascade.web.group_commit import WRITERS, GroupCommit
 from cascade.web.http import (
     CORRELATION_HEADER,
     ApiError,
@@ -229,7 +229,10 @@ class Webhook(Generic[B]):
         if group is None:
             write_one = functools.partial(self._write_alone, state.pool, state.config)
             group = commits[self.provider] = GroupCommit(
-                state.pool, self.grouped.write_many, write_one, key=operator.attrgetter("key")
+                state.writer_pool,
+                self.grouped.write_many,
+                write_one,
+                key=operator.attrgetter("key"),
             )
         return group
 
@@ -346,6 +349,16 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     and listens to nothing; asyncpg still rolls back a transaction left open before this."""
 
 
+# The group commit's writers have connections of their own, on which its statement is planned
+# once. Its arrays have a length PostgreSQL cannot see when it plans, and by default it
+# chooses between a plan per execution and one generic plan from the first five executions:
+# on a connection whose first batches were small it planned every batch afresh, ~250 µs of
+# the backend's CPU each, more than the work of a batch of a few deliveries (bench/
+# RESULTS.md, "Webhook ingestion"). The generic plan (an index lookup per delivery, hash
+# joins between the statement's parts) suits a batch of one and one of hundreds alike.
+WRITER_SETTINGS: dict[str, str] = {"plan_cache_mode": "force_generic_plan"}
+
+
 def create_app(
     database_url: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> CascadeApp:
@@ -374,6 +387,10 @@ def create_app(
         app.state.pool = await asyncpg.create_pool(
             url, min_size=1, max_size=10, reset=_keep_session
         )
+        app.state.writer_pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=WRITERS, reset=_keep_session,
+            server_settings=WRITER_SETTINGS,
+        )  # fmt: skip
         app.state.group_commits = {}
         try:
             yield
@@ -382,6 +399,7 @@ def create_app(
             await asyncio.gather(*config.imports, return_exceptions=True)
             for group in list(app.state.group_commits.values()):
                 await group.close()
+            await app.state.writer_pool.close()
             await app.state.pool.close()
 
     return CascadeApp(

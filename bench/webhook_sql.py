@@ -17,7 +17,10 @@ Cases:
   each commit costs the backend;
 * one statement with the engagement table's event trigger disabled: what emitting
   email_opened into marketing.pipeline_events costs;
-* one statement, duplicate: the same delivery each time (the claim finds it, nothing else).
+* one statement, duplicate: the same delivery each time (the claim finds it, nothing else);
+* group commit: the app's statement for many deliveries (instantly.RECORD_ENGAGEMENTS) in
+  batches of 1, 4, 16 and 64, with PostgreSQL's default choice of plan and with the generic
+  plan the app's writers use (web.WRITER_SETTINGS): what planning each batch afresh costs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import asyncpg
 from bench.phase1 import _cpu_seconds
 from bench.webhook_scenarios import DUPLICATE_ID, INSTANTLY
 from cascade.web.deliveries import CLAIM_DELIVERY
-from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT
+from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT, RECORD_ENGAGEMENTS
+from web import WRITER_SETTINGS
 
 # The `one-statement` prototype (once a variant of bench/webhook_server.py): set the
 # correlation id, claim, find the message Instantly names, record the engagement (whose
@@ -71,6 +75,7 @@ INSTANTLY_IN_ONE_STATEMENT: LiteralString = """
 
 CONNECTIONS = 8
 SECONDS = 8.0
+GROUP_COMMIT_BATCHES = (1, 4, 16, 64)
 METADATA = '{"workspace": "bench-workspace", "email_account": "sender@bench-instantly.example"}'
 
 FLUSH_OFF: LiteralString = "SET synchronous_commit = off"
@@ -81,7 +86,8 @@ TRIGGER_ON: LiteralString = """
     ALTER TABLE marketing.engagement_events ENABLE TRIGGER _400_engagement_recorded
 """
 
-Step = Callable[[asyncpg.Connection, str, int], Awaitable[None]]
+# A step writes one delivery, or a batch of them, and says how many.
+Step = Callable[[asyncpg.Connection, str, int], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class Cost:
     backend_cpu_us: float  # per delivery
 
 
-async def production(conn: asyncpg.Connection, key: str, lead: int) -> None:
+async def production(conn: asyncpg.Connection, key: str, lead: int) -> int:
     async with conn.transaction():
         await conn.fetchval(CLAIM_DELIVERY, "instantly", key, "email_opened", True, key)
         target = await conn.fetchrow(FIND_BY_EMAIL_ID, f"lead-{lead}")
@@ -101,21 +107,43 @@ async def production(conn: asyncpg.Connection, key: str, lead: int) -> None:
             RECORD_ENGAGEMENT, target["contact_id"], target["message_id"],
             target["campaign_id"], "open", None, METADATA, key, None,
         )  # fmt: skip
+    return 1
 
 
-async def one_statement(conn: asyncpg.Connection, key: str, lead: int) -> None:
+async def one_statement(conn: asyncpg.Connection, key: str, lead: int) -> int:
     await conn.fetchrow(
         INSTANTLY_IN_ONE_STATEMENT, key, "email_opened", True, "open", key, f"lead-{lead}",
         METADATA, None,
     )  # fmt: skip
+    return 1
 
 
-async def duplicate(conn: asyncpg.Connection, key: str, lead: int) -> None:
-    await one_statement(conn, DUPLICATE_ID, 1)
+async def duplicate(conn: asyncpg.Connection, key: str, lead: int) -> int:
+    return await one_statement(conn, DUPLICATE_ID, 1)
 
 
-async def measure(url: str, case: str, step: Step, *, setup: LiteralString | None = None) -> Cost:
-    conns = [await asyncpg.connect(url) for _ in range(CONNECTIONS)]
+def group_commit(size: int) -> Step:
+    """RECORD_ENGAGEMENTS for `size` opens of consecutive leads, as the group commit sends it."""
+
+    async def batch(conn: asyncpg.Connection, key: str, lead: int) -> int:
+        keys = [f"{key}-{k}" for k in range(size)]
+        leads = [(lead + k - 1) % INSTANTLY.leads + 1 for k in range(size)]
+        nothing: list[None] = [None] * size
+        await conn.fetch(
+            RECORD_ENGAGEMENTS, keys, ["email_opened"] * size, [True] * size, keys,
+            [f"lead-{n}" for n in leads], [f"lead-{n}@bench-instantly.example" for n in leads],
+            [1] * size, ["open"] * size, nothing, [METADATA] * size, nothing, nothing,
+        )  # fmt: skip
+        return size
+
+    return batch
+
+
+async def measure(
+    url: str, case: str, step: Step, *, setup: LiteralString | None = None,
+    settings: dict[str, str] | None = None,
+) -> Cost:  # fmt: skip
+    conns = [await asyncpg.connect(url, server_settings=settings) for _ in range(CONNECTIONS)]
     try:
         if setup is not None:
             for conn in conns:
@@ -135,11 +163,11 @@ async def measure(url: str, case: str, step: Step, *, setup: LiteralString | Non
 
 
 async def _loop(conn: asyncpg.Connection, step: Step, prefix: str, deadline: float) -> int:
-    n = 0
+    n = written = 0
     while time.monotonic() < deadline:
-        await step(conn, f"{prefix}-{n}", n % INSTANTLY.leads + 1)
+        written += await step(conn, f"{prefix}-{n}", n % INSTANTLY.leads + 1)
         n += 1
-    return n
+    return written
 
 
 async def all_cases(url: str) -> list[Cost]:
@@ -156,6 +184,14 @@ async def all_cases(url: str) -> list[Cost]:
         await admin.execute(TRIGGER_ON)
     finally:
         await admin.close()
+    for size in GROUP_COMMIT_BATCHES:
+        case = f"group commit, batches of {size}"
+        costs.append(await measure(url, f"{case}, default plan choice", group_commit(size)))
+        costs.append(
+            await measure(
+                url, f"{case}, generic plan", group_commit(size), settings=WRITER_SETTINGS
+            )
+        )
     return costs
 
 

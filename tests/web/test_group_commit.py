@@ -19,6 +19,7 @@ from cascade.web import instantly
 from cascade.web.deliveries import Delivery
 from cascade.web.group_commit import GroupCommit
 from tests.support.waiting import eventually
+from web import create_app
 
 PEOPLE = 40
 
@@ -57,6 +58,10 @@ OPENS = """
 TRANSACTIONS = "SELECT count(DISTINCT xmin::text) FROM marketing.processed_webhook_events"
 CLAIMS = "SELECT count(*) FROM marketing.processed_webhook_events"
 ENGAGEMENTS = "SELECT count(*) FROM marketing.engagement_events"
+# How the session running it has planned a statement it prepared.
+PLANS_OF = """
+    SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1
+"""
 # A delivery the database refuses: a trigger only this test installs (the database is the
 # test's own), refusing the contacts listed in public.refused.
 REFUSE_CONTACTS = """
@@ -135,6 +140,24 @@ async def test_opens_sent_together_share_transactions_and_keep_their_own_answers
         )  # fmt: skip
     assert len(await db.fetch(OPENS)) == people
     assert await db.fetchval(TRANSACTIONS) < people
+
+
+async def test_the_writers_plan_their_statement_once_however_small_the_batches(
+    database_url: str, people: int
+) -> None:
+    # One request at a time: every batch holds one delivery, the size for which PostgreSQL's
+    # default would plan the statement afresh at each execution.
+    app = create_app(database_url, {})
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cascade") as client:
+            for n in range(1, 9):
+                assert (await post(client, opened(n), f"alone-{n}")).status_code == 202
+        # The pool opened one connection for the writer, the only one it needed.
+        async with app.state.writer_pool.acquire() as writer:
+            plans = await writer.fetchrow(PLANS_OF, instantly.RECORD_ENGAGEMENTS)
+
+    assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
 
 
 async def test_copies_of_one_open_in_the_same_batch_are_stored_once(
