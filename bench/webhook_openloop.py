@@ -14,7 +14,8 @@ and its CPU share are reported, to show it kept up.
 
 Raw asyncio streams rather than httpx: a request costs this process a few tens of
 microseconds, so at a few hundred requests/s it is far from being the bottleneck.
-Prints one JSON object on stdout; the warm-up's requests are sent but not counted.
+Prints one JSON object on stdout; the warm-up's requests are sent but not counted. Times are
+asyncio's loop.time(), that is time.monotonic(), which other processes here read alike.
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def summarise(
         "retried": client.retried,
         "errors": client.errors,
         "client_cpu_share": cpu / args.duration,
+        # Each answered request's due and done times (time.monotonic()), for bench/disk.py.
+        "requests": [(s.due, s.done) for s in answered],
     }
 
 

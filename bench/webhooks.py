@@ -20,7 +20,9 @@ requests/s, and then
 * latency at half the peak: bench/webhook_openloop.py sends new deliveries at a constant rate
   of half the best unique requests/s (or `--rate`; `--repeats 0 --rate R` runs only this),
   open loop, latency counted from when each request was due; the same client at the same
-  rate against the ceiling shows the client's own floor.
+  rate against the ceiling shows the client's own floor. Meanwhile bench/disk.py probes the
+  database's disk for flush stalls, which hold up every durable commit in flight, and the
+  report gives the latency of the requests not in flight during one beside the whole.
 
 Every run reports requests/s, p50/p90/p99/max latency, the status counts, the CPU each side
 used per request (the server process, this database's PostgreSQL backends), the load
@@ -76,6 +78,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
 
 from bench import webhook_sql
+from bench.disk import STALL, DiskProbe, probe_directory
 from bench.phase1 import _cpu_seconds, _machine_cpu, _wait_for_quiet
 from bench.server import BENCH_DIR, _installed, fresh_database, server_url, settle
 from bench.server import machine_facts as server_machine_facts
@@ -249,6 +252,7 @@ class Run:
     other_cores: float = 0.0
     busy_before: float = 0.0  # share of all cores busy just before the round
     client: dict[str, Any] = field(default_factory=dict)  # the open-loop client's own report
+    disk: dict[str, Any] = field(default_factory=dict)  # bench/disk.py's, for an open loop
 
 
 @contextlib.contextmanager
@@ -375,7 +379,7 @@ def closed_loop(
 
 def open_loop(
     server: Server, url: str | None, subject: str, load: Load, rate: float,
-    args: argparse.Namespace,
+    args: argparse.Namespace, disk: Path | None,
 ) -> Run:  # fmt: skip
     template = load.template
     spec = json.dumps({"path": template.path, "headers": template.headers, "body": template.body})
@@ -389,10 +393,11 @@ def open_loop(
     if url:
         settle(url)
     run = Run(subject, f"open loop {rate:,.0f}/s")
-    with _accounting(server, url, run):
+    with DiskProbe(disk) as probe, _accounting(server, url, run):
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
         report: dict[str, Any] = json.loads(done.stdout)
         run.requests = int(report["answered_with_warmup"])  # CPU per request, all it sent
+    run.disk = probe.summary([(due, done) for due, done in report.pop("requests")])
     server.tally(report["statuses_with_warmup"])
     run.client = report
     run.seconds = float(args.duration)
@@ -467,13 +472,14 @@ def benchmark(server: str, target: Target, args: argparse.Namespace) -> Outcome:
             busy = _wait_for_quiet(QUIET_THRESHOLD, patience=QUIET_PATIENCE)
             _closed_loop_round(url, target, settings, args, outcome, round_, busy)
         rate = args.rate or _peak(outcome.runs, "unique") / 2
+        disk = probe_directory(url)
         with serving("real", settings, app_environ(url, target), "open-real") as real:
             outcome.runs.append(open_loop(real, url, "unique, open loop", target.unique(),
-                                          rate, args))  # fmt: skip
+                                          rate, args, disk))  # fmt: skip
         outcome.count(real)
         with serving("ceiling", settings, ceiling_environ(), "open-ceiling") as ceiling:
             outcome.runs.append(open_loop(ceiling, None, "ceiling, open loop", target.unique(),
-                                          rate, args))  # fmt: skip
+                                          rate, args, disk))  # fmt: skip
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(CLAIMS, {"provider": target.provider}).fetchone()
             outcome.claims = int(row[0]) if row else 0
@@ -672,6 +678,8 @@ def report(
                 f"{run.load_cpu_share:.0%} of a core, {run.client['connections_opened']} "
                 f"connections, {run.client['retried']} retried"
             )
+        if run.disk:
+            lines.append(f"* {run.subject}: {_disk_line(run.disk)}")
     if outcome.written is not None:
         lines.append(f"* rows the deliveries wrote besides the claims: {outcome.written:,}")
     _warn_if_not_durable(outcome.durability, lines)
@@ -679,6 +687,24 @@ def report(
         lines += ["", "http.parse per call, this process (timeit, best of 5):", ""]
         lines += [f"* {label}: {us:.2f} µs" for label, us in costs.items()]
     return "\n".join(lines) + "\n"
+
+
+def _disk_line(disk: Mapping[str, Any]) -> str:
+    if not disk["probed"]:
+        return "the database's disk was not probed (bench/disk.py: not local, or not writable)"
+    stalls = disk["stalls_ms"]
+    line = (
+        f"the database's disk (bench/disk.py: {disk['flushes']:,} flushes of 8 KiB beside its "
+        f"data directory) stalled {len(stalls)} time(s) for {STALL * 1000:g} ms or more"
+    )
+    if not stalls:
+        return line
+    others = disk["p99_of_others_ms"]
+    return (
+        f"{line} (longest {max(stalls):,.0f} ms; in all {sum(stalls):,.0f} ms); "
+        f"{disk['requests_caught']:.1%} of the requests were in flight during one; p99 of the "
+        "others " + ("—" if others is None else f"{others:.2f} ms")
+    )
 
 
 def _pairs(values: Mapping[str, object]) -> str:
