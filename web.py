@@ -53,7 +53,8 @@ from cascade.web import (
 from cascade.web import delivery as delivery_reports
 from cascade.web.auth import Access
 from cascade.web.deliveries import CompositeKey, Delivery, WebhookSource, claim, read_delivery
-from cascade.web.group_commit import WRITERS, GroupCommit
+from cascade.web.fields import positive_setting
+from cascade.web.group_commit import MAX_WAITING, WRITERS, Busy, GroupCommit
 from cascade.web.http import (
     CORRELATION_HEADER,
     ApiError,
@@ -73,6 +74,7 @@ from cascade.web.http import (
     send_json,
     unexpected_error_response,
 )
+from cascade.web.metrics import WEBHOOK_BUSY_REFUSALS
 from cascade.webhooks.signatures import Scheme
 
 # A listener counts as alive while its heartbeat is younger than this many seconds.
@@ -82,6 +84,9 @@ WEBHOOK_PROVIDERS = ("apify", "validator", "trigger", "delivery", "instantly", "
 # Standard Webhooks unless named here: Instantly signs nothing and can only send a fixed
 # header (cascade/web/instantly.py).
 DEFAULT_SCHEMES = {"instantly": Scheme.SHARED_SECRET}
+# Seconds a webhook refused as busy (503) tells its sender to wait: the queue it found full
+# drains in about one.
+BUSY_RETRY_AFTER = 1
 
 LIVE_LISTENERS: LiteralString = """
     SELECT count(*) FROM marketing.listeners
@@ -99,6 +104,8 @@ class Config:
     environ: Mapping[str, str]
     settings: EnrichmentSettings
     sources: dict[str, WebhookSource]
+    # Deliveries waiting for a group commit beyond which a webhook answers 503 (group_commit.py).
+    max_waiting: int = MAX_WAITING
     # Lead imports started by the trigger; lifespan waits for them on shutdown.
     imports: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -182,6 +189,7 @@ class Webhook(Generic[B]):
             status, answer = await self._ingest(scope["app"].state, headers, receive, correlation)
         except ApiError as exc:
             status, answer = exc.status, exc.envelope()
+            answer_headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
         except ClientDisconnect:
             return  # nobody to answer, and nothing was written
         except Exception:
@@ -199,7 +207,16 @@ class Webhook(Generic[B]):
             self.composite_key,
         )  # fmt: skip
         if self.grouped is not None and self.grouped.takes(delivery.body):
-            summary = await self._group_commit(state).submit(delivery)
+            try:
+                summary = await self._group_commit(state).submit(delivery)
+            except Busy as busy:
+                WEBHOOK_BUSY_REFUSALS.labels(provider=self.provider).inc()
+                raise ApiError(
+                    503, "busy",
+                    f"{busy.waiting} deliveries are waiting to be written; this one was not "
+                    "stored: send it again shortly",
+                    {"waiting": busy.waiting}, {"Retry-After": str(BUSY_RETRY_AFTER)},
+                ) from busy  # fmt: skip
         else:
             summary = await self._write_alone(state.pool, config, delivery)
         about = {
@@ -233,6 +250,7 @@ class Webhook(Generic[B]):
                 self.grouped.write_many,
                 write_one,
                 key=operator.attrgetter("key"),
+                max_waiting=state.config.max_waiting,
             )
         return group
 
@@ -375,6 +393,7 @@ def create_app(
             name: WebhookSource.from_env(name, environ, DEFAULT_SCHEMES.get(name, Scheme.STANDARD))
             for name in WEBHOOK_PROVIDERS
         },
+        max_waiting=positive_setting(environ, "CASCADE_WEBHOOK_MAX_WAITING", MAX_WAITING),
     )
     # Tokens and rate limits for routes wrapped in auth.requires(role) (cascade/web/auth.py);
     # read now, so a bad setting stops the app before it serves.

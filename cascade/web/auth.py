@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cascade.handling import Connection
-from cascade.web.fields import whole_number
+from cascade.web.fields import positive_setting
 from cascade.web.http import envelope
 
 Role = Literal["viewer", "ops", "admin"]
@@ -188,19 +188,11 @@ class RateLimit:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RateLimit:
         return cls(
-            per_minute=_positive(environ, "CASCADE_RATE_LIMIT_PER_MINUTE", DEFAULT_PER_MINUTE),
-            burst=_positive(environ, "CASCADE_RATE_LIMIT_BURST", DEFAULT_BURST),
+            per_minute=positive_setting(
+                environ, "CASCADE_RATE_LIMIT_PER_MINUTE", DEFAULT_PER_MINUTE
+            ),
+            burst=positive_setting(environ, "CASCADE_RATE_LIMIT_BURST", DEFAULT_BURST),
         )
-
-
-def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    number = whole_number(text)
-    if number is None or number < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}")
-    return number
 
 
 @dataclass

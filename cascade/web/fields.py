@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field
@@ -13,6 +14,18 @@ def whole_number(text: str) -> int | None:
     """`text` as a non-negative integer when it is one written in ASCII digits, else None.
     (str.isdigit() is true for "²" and "①", which int() refuses.)"""
     return int(text) if text.isascii() and text.isdigit() else None
+
+
+def positive_setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number of at least 1 in `environ[name]`, `default` when it is unset or blank;
+    ValueError naming the variable otherwise (read at startup: a bad setting stops the app)."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    number = whole_number(text)
+    if number is None or number < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}")
+    return number
 
 
 def _numeric_id(prefix: str) -> BeforeValidator:

@@ -31,6 +31,12 @@ another batch.
 
 A request that goes away while it waits (the client hung up) does not take its delivery back:
 the batch commits it, and the sender's retry finds it stored (a duplicate, answered 200).
+
+The queue is bounded: with `max_waiting` deliveries waiting already, `submit` refuses the
+next at once (`Busy`), before anything of it is written, so that its sender's retry is its
+first delivery. Past that point the writers are behind by more than a second of their peak,
+and a longer queue would only make every request in it wait longer, past its sender's
+timeout (whose retry then adds to the load), and hold more memory.
 """
 
 from __future__ import annotations
@@ -62,8 +68,20 @@ WRITERS = 4
 SHARE_FROM = 16
 # A delivery the database refused in a batch is written alone when it comes again (its
 # sender's retries), for this long, among at most this many remembered.
+# Deliveries waiting beyond which submit() refuses more: about a second of the writers' work at
+# the bench's peak (5,000-6,000 opens a second on 2 cores), and several times what a flush that
+# stalls for 300 ms lets pile up at half of it (bench/RESULTS.md, "Webhook ingestion").
+MAX_WAITING = 4096
 REFUSED_MEMORY_SECONDS = 600.0
 REFUSED_MEMORY_SIZE = 1_000
+
+
+class Busy(Exception):
+    """Too many deliveries wait already; nothing of this one was written."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} deliveries are waiting to be written")
+        self.waiting = waiting
 
 
 @dataclass
@@ -87,6 +105,7 @@ class GroupCommit(Generic[Item, Outcome]):
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
         share_from: int = SHARE_FROM,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self._pool = pool
         self._key = key
@@ -95,6 +114,7 @@ class GroupCommit(Generic[Item, Outcome]):
         self._max_batch = max_batch
         self._writers = writers
         self._share_from = share_from
+        self._max_waiting = max_waiting
         self._waiting: list[_Waiting[Item, Outcome]] = []
         # Counted by the writers themselves, not by their tasks' done callbacks: a writer
         # that has found nothing waiting is gone at once, so a delivery handed over just
@@ -109,8 +129,14 @@ class GroupCommit(Generic[Item, Outcome]):
         # Keys (by `key`) of items refused in a batch, oldest first, with when.
         self._refused: dict[Hashable, float] = {}
 
+    @property
+    def waiting(self) -> int:
+        """Items handed over and not yet taken by a writer."""
+        return len(self._waiting)
+
     async def submit(self, item: Item) -> Outcome:
-        """The item's outcome once its transaction has committed."""
+        """The item's outcome once its transaction has committed; `Busy` at once, with nothing
+        written, when `max_waiting` items wait already."""
         if self._refused_lately(item):
             # Its retries would otherwise make every batch they join fail and fall back to
             # one delivery at a time, holding up everything queued behind it.
@@ -121,6 +147,8 @@ class GroupCommit(Generic[Item, Outcome]):
                 raise
             self._forget(item)
             return outcome
+        if len(self._waiting) >= self._max_waiting:
+            raise Busy(len(self._waiting))
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         answer.add_done_callback(_retrieved)
         self._waiting.append(_Waiting(item, answer))

@@ -37,13 +37,15 @@ class ApiError(Exception):
     """Raised anywhere below an endpoint; answered in the envelope by `api_error_response`."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or {}
+        self.headers = dict(headers or {})  # besides the correlation id: Retry-After, say
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
@@ -57,7 +59,7 @@ def envelope(
 
 async def api_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # registered for ApiError only
-    return envelope(exc.status, exc.code, exc.message, exc.details)
+    return JSONResponse(exc.envelope(), exc.status, exc.headers)
 
 
 async def unexpected_error_response(request: Request, exc: Exception) -> Response:

@@ -7,8 +7,9 @@ read-only repeatable-read transaction (so every family describes the same instan
 `SqlCollector` turns that snapshot into metric families for prometheus_client's encoder. The
 collector cannot query by itself: prometheus_client's `collect()` is synchronous and the pool
 is asyncpg's, so the endpoint reads first and collects after. Nothing is cached between
-scrapes. The one in-process metric, webhook verification failures, is a plain Counter in
-`REGISTRY`, incremented by cascade/web/deliveries.py; each process counts its own.
+scrapes. The in-process metrics, webhook verification failures and deliveries refused as busy,
+are plain Counters in `REGISTRY`, incremented by cascade/web/deliveries.py and web.py; each
+process counts its own.
 
 The queue families read the rows the partial indexes of schema/0001 hold (pending, failed,
 processing, dead). Handler durations and retries describe the events that *finished* in the
@@ -67,6 +68,12 @@ REGISTRY = CollectorRegistry()
 WEBHOOK_VERIFICATION_FAILURES = Counter(
     "cascade_webhook_verification_failures",
     "Webhook deliveries refused with 401 because their signature or secret did not verify",
+    ["provider"],
+    registry=REGISTRY,
+)
+WEBHOOK_BUSY_REFUSALS = Counter(
+    "cascade_webhook_busy_refusals",
+    "Webhook deliveries refused with 503, nothing stored, because too many waited to be written",
     ["provider"],
     registry=REGISTRY,
 )

@@ -108,6 +108,7 @@ class Operation:
     path_schemas: Mapping[str, Schema] = field(default_factory=dict)  # over the convertor's
     errors: Mapping[int, str] = field(default_factory=dict)  # status: when, in the envelope
     webhook: bool = False  # the signature headers, and 401 for a delivery that fails them
+    grouped: bool = False  # through a group commit: 503 with Retry-After when its queue is full
 
 
 # -- answers that are not a model elsewhere ----------------------------------------------------
@@ -467,6 +468,7 @@ OPERATIONS: dict[tuple[Method, str], Operation] = {
         "and the rest, with no data object) is accepted as well.",
         body=instantly.InstantlyEvent,
         webhook=True,
+        grouped=True,
     ),
     ("POST", "/webhooks/heyreach"): Operation(
         "webhooks",
@@ -736,6 +738,8 @@ def _responses(operation: Operation, role: str | None, refs: Refs) -> dict[str, 
         implied[422] = "InvalidInput"
     if operation.webhook:
         implied[401] = "InvalidSignature"
+    if operation.grouped:
+        implied[503] = "Busy"
     if role is not None:
         implied |= {401: "Unauthorized", 429: "RateLimited"}
         if role != ROLES[0]:
@@ -770,6 +774,13 @@ _WWW_AUTHENTICATE = {
         "schema": {"type": "string"},
         "required": True,
         "description": "the Bearer challenge (RFC 6750)",
+    }
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer", "minimum": 1},
+        "required": True,
+        "description": "seconds until a request may succeed",
     }
 }
 _SIGNATURE = (
@@ -854,15 +865,13 @@ def _components(schemas: Schema) -> Schema:
             "Forbidden": _error(
                 "the token's role is below the route's (`forbidden`)", _WWW_AUTHENTICATE
             ),
+            "Busy": _error(
+                "opens and clicks: too many deliveries are waiting to be written (`busy`); "
+                "nothing of this one was stored, so sending it again is safe",
+                _RETRY_AFTER,
+            ),
             "RateLimited": _error(
-                "too many requests from this address or token (`rate_limited`)",
-                {
-                    "Retry-After": {
-                        "schema": {"type": "integer", "minimum": 1},
-                        "required": True,
-                        "description": "seconds until a request may succeed",
-                    }
-                },
+                "too many requests from this address or token (`rate_limited`)", _RETRY_AFTER
             ),
         },
         "parameters": {

@@ -17,8 +17,10 @@ import pytest
 from cascade.handling import Connection
 from cascade.web import instantly
 from cascade.web.deliveries import Delivery
-from cascade.web.group_commit import GroupCommit
+from cascade.web.group_commit import Busy, GroupCommit
+from cascade.web.metrics import REGISTRY
 from tests.support.waiting import eventually
+from tests.web.conftest import StartServer
 from web import create_app
 
 PEOPLE = 40
@@ -82,6 +84,7 @@ HOLD_CLAIM = """
     INSERT INTO marketing.processed_webhook_events (provider, event_key, event_name, verified)
     VALUES ('instantly', $1, 'email_opened', false)
 """
+LOCK_ENGAGEMENTS = "LOCK TABLE marketing.engagement_events IN EXCLUSIVE MODE"
 WAITING_ON_A_LOCK = """
     SELECT count(*) FROM pg_stat_activity
      WHERE datname = current_database() AND wait_event_type = 'Lock'
@@ -158,6 +161,52 @@ async def test_the_writers_plan_their_statement_once_however_small_the_batches(
             plans = await writer.fetchrow(PLANS_OF, instantly.RECORD_ENGAGEMENTS)
 
     assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
+
+
+def busy_refusals() -> float:
+    # The server runs in a thread of this process: its counters are these.
+    labels = {"provider": "instantly"}
+    return REGISTRY.get_sample_value("cascade_webhook_busy_refusals_total", labels) or 0.0
+
+
+async def test_past_max_waiting_an_open_is_refused_at_once_with_retry_after_and_not_stored(
+    start_server: StartServer, db: asyncpg.Connection, people: int
+) -> None:
+    server = start_server({"CASCADE_WEBHOOK_MAX_WAITING": "2"})
+    refusals_before = busy_refusals()
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        # The first open's batch waits on a lock, so the opens after it queue.
+        holding = db.transaction()
+        await holding.start()
+        await db.execute(LOCK_ENGAGEMENTS)
+        first = asyncio.create_task(post(client, opened(1), "corr-1"))
+        await eventually(lambda: db.fetchval(WAITING_ON_A_LOCK))
+        later = [asyncio.create_task(post(client, opened(n), f"corr-{n}")) for n in range(2, 7)]
+
+        # Two may wait; the other three are answered while the lock is still held.
+        async def three_answered() -> bool:
+            return sum(task.done() for task in later) == 3
+
+        await eventually(three_answered)
+        refused = [task for task in later if task.done()]
+        for answer in [task.result() for task in refused]:
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["error"]["code"] == "busy"
+        assert busy_refusals() - refusals_before == 3  # as /metrics counts them
+        await holding.rollback()
+        waited = await asyncio.gather(first, *(task for task in later if task not in refused))
+        assert [answer.status_code for answer in waited] == [202] * 3
+        assert await db.fetchval(CLAIMS) == 3
+
+        # Nothing of a refused open was kept: sent again, it is a first delivery.
+        bodies = {f"corr-{n}": opened(n) for n in range(2, 7)}
+        again = [
+            await post(client, bodies[task.result().headers["x-correlation-id"]], "retried")
+            for task in refused
+        ]
+    assert [answer.status_code for answer in again] == [202] * 3
+    assert await db.fetchval(CLAIMS) == await db.fetchval(ENGAGEMENTS) == 6
 
 
 async def test_copies_of_one_open_in_the_same_batch_are_stored_once(
@@ -309,6 +358,41 @@ async def test_a_writer_that_fails_answers_its_batch_and_strands_nothing_behind_
     else:
         assert first.result() == 1  # written alone after the batch's bad answer
     assert second.result() == 2
+
+
+async def test_a_full_queue_refuses_the_next_item_at_once_and_writes_those_it_took(
+    pool: asyncpg.Pool,
+) -> None:
+    taken, release = asyncio.Event(), asyncio.Event()
+    written: list[int] = []
+
+    async def write_many(conn: Connection, items: Sequence[int]) -> list[int]:
+        taken.set()
+        await release.wait()
+        written.extend(items)
+        return list(items)
+
+    async def write_one(item: int) -> int:
+        raise AssertionError("no batch was expected to fail")
+
+    group: GroupCommit[int, int] = GroupCommit(pool, write_many, write_one, max_waiting=2)
+
+    async def waiting(count: int) -> bool:
+        return group.waiting == count
+
+    first = asyncio.create_task(group.submit(1))
+    await asyncio.wait_for(taken.wait(), timeout=10)  # the writer holds the first
+    queued = [asyncio.create_task(group.submit(n)) for n in (2, 3)]
+    await eventually(lambda: waiting(2))
+    try:
+        with pytest.raises(Busy, match="2 deliveries are waiting"):
+            await asyncio.wait_for(group.submit(4), timeout=5)  # refused, not queued
+    finally:
+        release.set()
+
+    assert await asyncio.gather(first, *queued) == [1, 2, 3]
+    await group.close()
+    assert sorted(written) == [1, 2, 3]
 
 
 class SlowWrites:
