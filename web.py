@@ -189,7 +189,8 @@ class Webhook(Generic[B]):
             status, answer = await self._ingest(scope["app"].state, headers, receive, correlation)
         except ApiError as exc:
             status, answer = exc.status, exc.envelope()
-            answer_headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+            # ASGI wants header names in lower case, as the rest of these answers are.
+            answer_headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         except ClientDisconnect:
             return  # nobody to answer, and nothing was written
         except Exception:
@@ -215,7 +216,8 @@ class Webhook(Generic[B]):
                     503, "busy",
                     f"{busy.waiting} deliveries are waiting to be written; this one was not "
                     "stored: send it again shortly",
-                    {"waiting": busy.waiting}, {"Retry-After": str(BUSY_RETRY_AFTER)},
+                    {"waiting": busy.waiting, "retry_after": BUSY_RETRY_AFTER},
+                    {"Retry-After": str(BUSY_RETRY_AFTER)},
                 ) from busy  # fmt: skip
         else:
             summary = await self._write_alone(state.pool, config, delivery)
@@ -373,8 +375,14 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 # on a connection whose first batches were small it planned every batch afresh, ~250 µs of
 # the backend's CPU each, more than the work of a batch of a few deliveries (bench/
 # RESULTS.md, "Webhook ingestion"). The generic plan (an index lookup per delivery, hash
-# joins between the statement's parts) suits a batch of one and one of hundreds alike.
-WRITER_SETTINGS: dict[str, str] = {"plan_cache_mode": "force_generic_plan"}
+# joins between the statement's parts) suits a batch of one and one of hundreds alike. Set
+# with SET when a connection opens, not as a startup parameter, which PgBouncer and Neon's
+# pooled endpoints refuse; the pool's reset (_keep_session) keeps it.
+PLAN_ONCE: LiteralString = "SET plan_cache_mode = force_generic_plan"
+
+
+async def _plan_once(connection: asyncpg.Connection) -> None:
+    await connection.execute(PLAN_ONCE)
 
 
 def create_app(
@@ -403,23 +411,24 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.config = config
         app.state.access = access
-        app.state.pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=10, reset=_keep_session
-        )
-        app.state.writer_pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=WRITERS, reset=_keep_session,
-            server_settings=WRITER_SETTINGS,
-        )  # fmt: skip
-        app.state.group_commits = {}
-        try:
-            yield
-        finally:
-            # An import thread cannot be cancelled; let it finish its batches and record them.
-            await asyncio.gather(*config.imports, return_exceptions=True)
-            for group in list(app.state.group_commits.values()):
-                await group.close()
-            await app.state.writer_pool.close()
-            await app.state.pool.close()
+        async with contextlib.AsyncExitStack() as opened:
+            # Closed in reverse order, each whatever happened to those opened after it.
+            app.state.pool = await opened.enter_async_context(
+                asyncpg.create_pool(url, min_size=1, max_size=10, reset=_keep_session)
+            )
+            app.state.writer_pool = await opened.enter_async_context(
+                asyncpg.create_pool(
+                    url, min_size=1, max_size=WRITERS, reset=_keep_session, init=_plan_once
+                )
+            )
+            app.state.group_commits = {}
+            try:
+                yield
+            finally:
+                # An import thread cannot be cancelled; let it finish its batches.
+                await asyncio.gather(*config.imports, return_exceptions=True)
+                for group in list(app.state.group_commits.values()):
+                    await group.close()
 
     return CascadeApp(
         routes=ROUTES,

@@ -48,6 +48,7 @@ class DiskProbe:
     directory: Path | None
     stalls: list[Stall] = field(default_factory=list)
     flushes: int = 0
+    failure: str | None = None  # why the probe stopped early, if it did
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -66,6 +67,12 @@ class DiskProbe:
             self._thread.join()
 
     def _run(self) -> None:
+        try:
+            self._flush_until_stopped()
+        except OSError as exc:  # a full disk, say: the report must not read "no stalls"
+            self.failure = f"{type(exc).__name__}: {exc}"
+
+    def _flush_until_stopped(self) -> None:
         with tempfile.NamedTemporaryFile(dir=self.directory, prefix="cascade-disk-probe-") as f:
             descriptor = f.fileno()
             while not self._stop.wait(INTERVAL):
@@ -82,6 +89,8 @@ class DiskProbe:
         latency of those not in flight during one."""
         if self.directory is None:
             return {"probed": False}
+        if self.failure is not None:
+            return {"probed": False, "failure": self.failure}
         if not requests:
             return {"probed": True, "flushes": self.flushes, "stalls_ms": []}
         first, last = min(due for due, _ in requests), max(done for _, done in requests)

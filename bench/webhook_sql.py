@@ -20,7 +20,7 @@ Cases:
 * one statement, duplicate: the same delivery each time (the claim finds it, nothing else);
 * group commit: the app's statement for many deliveries (instantly.RECORD_ENGAGEMENTS) in
   batches of 1, 4, 16 and 64, with PostgreSQL's default choice of plan and with the generic
-  plan the app's writers use (web.WRITER_SETTINGS): what planning each batch afresh costs.
+  plan the app's writers use (web.PLAN_ONCE): what planning each batch afresh costs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from bench.phase1 import _cpu_seconds
 from bench.webhook_scenarios import DUPLICATE_ID, INSTANTLY
 from cascade.web.deliveries import CLAIM_DELIVERY
 from cascade.web.instantly import FIND_BY_EMAIL_ID, RECORD_ENGAGEMENT, RECORD_ENGAGEMENTS
-from web import WRITER_SETTINGS
+from web import PLAN_ONCE
 
 # The `one-statement` prototype (once a variant of bench/webhook_server.py): set the
 # correlation id, claim, find the message Instantly names, record the engagement (whose
@@ -139,11 +139,8 @@ def group_commit(size: int) -> Step:
     return batch
 
 
-async def measure(
-    url: str, case: str, step: Step, *, setup: LiteralString | None = None,
-    settings: dict[str, str] | None = None,
-) -> Cost:  # fmt: skip
-    conns = [await asyncpg.connect(url, server_settings=settings) for _ in range(CONNECTIONS)]
+async def measure(url: str, case: str, step: Step, *, setup: LiteralString | None = None) -> Cost:
+    conns = [await asyncpg.connect(url) for _ in range(CONNECTIONS)]
     try:
         if setup is not None:
             for conn in conns:
@@ -188,9 +185,7 @@ async def all_cases(url: str) -> list[Cost]:
         case = f"group commit, batches of {size}"
         costs.append(await measure(url, f"{case}, default plan choice", group_commit(size)))
         costs.append(
-            await measure(
-                url, f"{case}, generic plan", group_commit(size), settings=WRITER_SETTINGS
-            )
+            await measure(url, f"{case}, generic plan", group_commit(size), setup=PLAN_ONCE)
         )
     return costs
 

@@ -691,7 +691,8 @@ def report(
 
 def _disk_line(disk: Mapping[str, Any]) -> str:
     if not disk["probed"]:
-        return "the database's disk was not probed (bench/disk.py: not local, or not writable)"
+        why = disk.get("failure") or "not local, or not writable"
+        return f"the database's disk was not probed (bench/disk.py: {why})"
     stalls = disk["stalls_ms"]
     line = (
         f"the database's disk (bench/disk.py: {disk['flushes']:,} flushes of 8 KiB beside its "

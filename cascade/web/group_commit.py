@@ -66,12 +66,14 @@ WRITERS = 4
 # cut the wait: at half the bench's peak, p99 9-13 ms shared against 26-39 ms with one writer
 # taking all (bench/RESULTS.md, "Webhook ingestion").
 SHARE_FROM = 16
+# Deliveries waiting at which submit() refuses the next: about a second of the writers' work
+# at the bench's peak (4,000-6,000 opens a second on 2 cores), and several times what a flush
+# that stalls for 300 ms lets pile up at half of it (bench/RESULTS.md, "Webhook ingestion").
+# Below MAX_BATCH a full batch never waits, so no second writer starts for one; below
+# 2 * SHARE_FROM no backlog is ever shared: one writer does all.
+MAX_WAITING = 4096
 # A delivery the database refused in a batch is written alone when it comes again (its
 # sender's retries), for this long, among at most this many remembered.
-# Deliveries waiting beyond which submit() refuses more: about a second of the writers' work at
-# the bench's peak (5,000-6,000 opens a second on 2 cores), and several times what a flush that
-# stalls for 300 ms lets pile up at half of it (bench/RESULTS.md, "Webhook ingestion").
-MAX_WAITING = 4096
 REFUSED_MEMORY_SECONDS = 600.0
 REFUSED_MEMORY_SIZE = 1_000
 

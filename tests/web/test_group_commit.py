@@ -13,7 +13,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from starlette.types import Message
 
+import web
 from cascade.handling import Connection
 from cascade.web import instantly
 from cascade.web.deliveries import Delivery
@@ -83,6 +85,10 @@ FORGIVE = "DELETE FROM public.refused"
 HOLD_CLAIM = """
     INSERT INTO marketing.processed_webhook_events (provider, event_key, event_name, verified)
     VALUES ('instantly', $1, 'email_opened', false)
+"""
+OTHER_CONNECTIONS = """
+    SELECT count(*) FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid()
 """
 LOCK_ENGAGEMENTS = "LOCK TABLE marketing.engagement_events IN EXCLUSIVE MODE"
 WAITING_ON_A_LOCK = """
@@ -207,6 +213,67 @@ async def test_past_max_waiting_an_open_is_refused_at_once_with_retry_after_and_
         ]
     assert [answer.status_code for answer in again] == [202] * 3
     assert await db.fetchval(CLAIMS) == await db.fetchval(ENGAGEMENTS) == 6
+
+
+class AlwaysBusy:
+    """A group commit whose queue is always full."""
+
+    async def submit(self, item: object) -> object:
+        raise Busy(7)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_busy_answer_names_its_headers_in_lower_case_as_asgi_requires(
+    database_url: str,
+) -> None:
+    body = opened(1)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/webhooks/instantly", "raw_path": b"/webhooks/instantly",
+        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80), "state": {},
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    }  # fmt: skip
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    app = create_app(database_url, {})
+    async with app.router.lifespan_context(app):
+        app.state.group_commits["instantly"] = AlwaysBusy()
+        await app(scope, receive, send)
+
+    start = sent[0]
+    assert start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]
+    assert all(name == name.lower() for name, _ in start["headers"])
+    assert json.loads(sent[1]["body"])["error"]["details"] == {"waiting": 7, "retry_after": 1}
+
+
+async def test_a_writer_pool_that_cannot_open_leaves_no_connection_of_the_app_open(
+    database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "PLAN_ONCE", "SET plan_cache_mode = no_such_mode")
+    app = create_app(database_url, {})
+
+    with pytest.raises(asyncpg.PostgresError):
+        async with app.router.lifespan_context(app):
+            pass
+
+    assert await db.fetchval(OTHER_CONNECTIONS) == 0
+
+
+def test_max_waiting_must_be_a_whole_number_of_at_least_one(database_url: str) -> None:
+    for bad in ("0", "-1", "many", "1.5"):
+        with pytest.raises(ValueError, match="CASCADE_WEBHOOK_MAX_WAITING"):
+            create_app(database_url, {"CASCADE_WEBHOOK_MAX_WAITING": bad})
 
 
 async def test_copies_of_one_open_in_the_same_batch_are_stored_once(

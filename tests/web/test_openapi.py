@@ -259,3 +259,15 @@ def test_webhooks__document_their_signature_headers_and_401(path: str) -> None:
             "x-webhook-secret"} <= headers  # fmt: skip
     assert spec["responses"]["401"] == {"$ref": "#/components/responses/InvalidSignature"}
     assert spec["security"] == []
+
+
+def test_webhooks__only_the_grouped_one_documents_503_busy_with_retry_after() -> None:
+    busy = [
+        path
+        for _, path, spec in operations(DOCUMENT)
+        if path.startswith("/webhooks/") and "503" in spec["responses"]
+    ]
+    answer = resolve(operation("POST", "/webhooks/instantly")["responses"]["503"]["$ref"])
+
+    assert busy == ["/webhooks/instantly"]
+    assert answer["headers"]["Retry-After"]["required"] is True
