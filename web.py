@@ -104,7 +104,7 @@ class Config:
     environ: Mapping[str, str]
     settings: EnrichmentSettings
     sources: dict[str, WebhookSource]
-    # Deliveries waiting for a group commit beyond which a webhook answers 503 (group_commit.py).
+    # Deliveries waiting for a group commit at which a webhook answers 503 (group_commit.py).
     max_waiting: int = MAX_WAITING
     # Lead imports started by the trigger; lifespan waits for them on shutdown.
     imports: set[asyncio.Task[None]] = field(default_factory=set)
@@ -365,8 +365,9 @@ async def webhooks_status(request: Request) -> JSONResponse:
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """The pool's reset on release, in place of asyncpg's default (a round trip of
     pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL on every request). The web app
-    keeps no session state: its one setting is transaction-local, it takes no advisory lock
-    and listens to nothing; asyncpg still rolls back a transaction left open before this."""
+    keeps no session state but one it wants kept: its correlation id is transaction-local, it
+    takes no advisory lock and listens to nothing, and the writers' pool sets its plan mode
+    once per connection (PLAN_ONCE). asyncpg still rolls back a transaction left open first."""
 
 
 # The group commit's writers have connections of their own, on which its statement is planned

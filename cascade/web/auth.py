@@ -339,22 +339,19 @@ async def _authenticate(pool: asyncpg.Pool, secret: str) -> Principal | None:
 
 
 def _unauthorized(message: str, *, invalid: bool = True) -> Response:
-    response = envelope(401, "unauthorized", message)
     # RFC 6750 §3: a request with no credentials gets the bare challenge, a bad token an error.
     challenge = f'{REALM}, error="invalid_token"' if invalid else REALM
-    response.headers["WWW-Authenticate"] = challenge
-    return response
+    return envelope(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
 def _forbidden(role: Role, required: Role) -> Response:
     message = f"this route needs the {required} role or above; the token's role is {role}"
-    response = envelope(403, "forbidden", message, {"required_role": required, "role": role})
-    response.headers["WWW-Authenticate"] = f'{REALM}, error="insufficient_scope"'
-    return response
+    challenge = f'{REALM}, error="insufficient_scope"'
+    details = {"required_role": required, "role": role}
+    return envelope(403, "forbidden", message, details, {"WWW-Authenticate": challenge})
 
 
 def _rate_limited(wait: int, limit: Literal["address", "token"]) -> Response:
     message = f"too many requests from this {limit}; retry in {wait} s"
-    response = envelope(429, "rate_limited", message, {"limit": limit, "retry_after": wait})
-    response.headers["Retry-After"] = str(wait)
-    return response
+    details = {"limit": limit, "retry_after": wait}
+    return envelope(429, "rate_limited", message, details, {"Retry-After": str(wait)})

@@ -52,14 +52,15 @@ class ApiError(Exception):
 
 
 def envelope(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> JSONResponse:
-    return JSONResponse(ApiError(status, code, message, details).envelope(), status)
+    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:  # fmt: skip
+    return JSONResponse(ApiError(status, code, message, details).envelope(), status, headers)
 
 
 async def api_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # registered for ApiError only
-    return JSONResponse(exc.envelope(), exc.status, exc.headers)
+    return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def unexpected_error_response(request: Request, exc: Exception) -> Response:
