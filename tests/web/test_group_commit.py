@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from starlette.types import Message
+from starlette.types import Message, Scope
 
 import web
 from cascade.handling import Connection
@@ -229,13 +229,11 @@ async def test_a_busy_answer_names_its_headers_in_lower_case_as_asgi_requires(
     database_url: str,
 ) -> None:
     body = opened(1)
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/webhooks/instantly", "raw_path": b"/webhooks/instantly",
-        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80), "state": {},
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
+    # What the webhooks' shortcut reads of a request, as the hang-up test in
+    # test_webhook_shortcut.py sends it.
+    scope: Scope = {
+        "type": "http", "method": "POST", "path": "/webhooks/instantly", "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
     }  # fmt: skip
     sent: list[Message] = []
 
